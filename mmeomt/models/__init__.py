@@ -1,0 +1,4 @@
+from .backbones import EoMTViT
+from .eomt import EoMT
+
+__all__ = ['EoMTViT', 'EoMT']

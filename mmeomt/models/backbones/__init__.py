@@ -1,0 +1,3 @@
+from .vit import EoMTViT, attention, block_forward
+
+__all__ = ['EoMTViT', 'attention', 'block_forward']
