@@ -68,7 +68,7 @@ if __name__ == '__main__':
         packages=find_packages(include=('mmeomt', 'mmeomt.*')),
         include_package_data=True,
         package_data={'mmeomt': ['.mim/**/*', '.mim/*']},
-        python_requires='>=3.9',
+        python_requires='>=3.10',
         license='Apache License 2.0',
         classifiers=[
             'License :: OSI Approved :: Apache Software License',

@@ -1,9 +1,14 @@
 """mmeomt: EoMT ("Your ViT is Secretly an Image Segmentation Model") for OpenMMLab."""
-import mmcv
-import mmengine
-from mmengine.utils import digit_version
+# Before anything imports mmdet's panoptic code, which looks for panopticapi at import time.
+from .utils.panopticapi_compat import install as _install_panopticapi
 
-from .version import __version__, version_info
+_install_panopticapi()
+
+import mmcv  # noqa: E402
+import mmengine  # noqa: E402
+from mmengine.utils import digit_version  # noqa: E402
+
+from .version import __version__, version_info  # noqa: E402
 
 MMCV_MIN, MMCV_MAX = '2.0.0rc4', '2.2.0'
 MMENGINE_MIN, MMENGINE_MAX = '0.10.0', '1.0.0'

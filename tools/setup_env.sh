@@ -31,8 +31,8 @@ if [[ -f "$VENV/.mmeomt-stamp" && "$(cat "$VENV/.mmeomt-stamp")" == "$want_stamp
 fi
 
 start=$(date +%s)
-"$PYTHON" -c 'import sys; assert sys.version_info[:2] >= (3, 9), sys.version' \
-  || die "need Python >= 3.9 (set PYTHON=...); got $("$PYTHON" --version 2>&1)"
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] >= (3, 10), sys.version' \
+  || die "need Python >= 3.10 (set PYTHON=...); got $("$PYTHON" --version 2>&1)"
 # A stale stamp means the venv may be half-made: remove the stamp first so that an interrupted
 # run can never leave a venv that claims to be complete.
 rm -f "$VENV/.mmeomt-stamp"
@@ -50,7 +50,9 @@ say "torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION, build tools"
 # ---- mmcv with compiled ops, cached by (mmcv, torch, python) --------------------------------
 pytag=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 torch_tag=$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')
-wheel_dir="$CACHE/wheels/mmcv-$MMCV_VERSION-torch$torch_tag-$pytag-$(uname -m)"
+# CUDA ops (FORCE_CUDA=1, needs nvcc) and CPU-only builds are different wheels: key them apart.
+ops_tag=$([[ "${FORCE_CUDA:-0}" == 1 ]] && echo cudaops || echo cpuops)
+wheel_dir="$CACHE/wheels/mmcv-$MMCV_VERSION-torch$torch_tag-$pytag-$(uname -m)-$ops_tag"
 if ! compgen -G "$wheel_dir/mmcv-*.whl" >/dev/null; then
   say "building mmcv $MMCV_VERSION with ops against torch $torch_tag (about 11 min on 2 cores)"
   mkdir -p "$CACHE/wheels"
