@@ -1,0 +1,3 @@
+from .eomt_detector import EoMTDetector
+
+__all__ = ['EoMTDetector']

@@ -1,0 +1,3 @@
+from .eomt_loss import EoMTLoss
+
+__all__ = ['EoMTLoss']

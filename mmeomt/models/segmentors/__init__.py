@@ -1,0 +1,3 @@
+from .eomt_segmentor import EoMTSegmentor
+
+__all__ = ['EoMTSegmentor']
