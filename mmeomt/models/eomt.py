@@ -52,8 +52,11 @@ class ScaleBlock(nn.Module):
 
 
 def num_upscale_blocks(patch_size: int) -> int:
-    """Each upscale block doubles the resolution, from 1/patch_size up to 1/4 of the input."""
-    return max(1, round(math.log2(patch_size)) - 2)
+    """Each upscale block doubles the resolution, from 1/patch_size towards 1/4 of the input.
+
+    ``floor(log2(patch)) - 2``, at least 1, as the authors' code: 2 for patch 16, 1 for 14.
+    """
+    return max(1, int(math.log2(patch_size)) - 2)
 
 
 @MODELS.register_module()

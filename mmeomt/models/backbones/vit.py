@@ -2,13 +2,15 @@
 
 Parameter names follow mmpretrain's ``VisionTransformer`` (``patch_embed.projection``,
 ``layers.{i}.ln1``, ``layers.{i}.attn.qkv``, ``layers.{i}.attn.gamma1``, ``layers.{i}.ffn``,
-final norm ``ln1``), so mmpretrain's DINOv2 checkpoints load into it as they are; timm and
-transformers checkpoints go through :mod:`mmeomt.models.backbones.convert`.
+final norm ``ln1``).  DINOv2 checkpoints of mmpretrain, timm, the original release and
+transformers are recognised and converted on load by :mod:`mmeomt.models.backbones.convert`
+(mmpretrain's [CLS] position folded into ``cls_token``, 14x14 kernels and the 37x37 grid
+resampled to the model).
 
 Why not mmpretrain's ``VisionTransformer`` itself: it has no register tokens, it adds a position
 embedding to the [CLS] token (EoMT, like timm's ``*_reg4_dinov2``, embeds positions of patch
 tokens only), and its blocks cannot take an attention mask.  We reuse its layers
-(``TransformerEncoderLayer``, ``PatchEmbed``, ``resize_pos_embed``) and its key names.
+(``TransformerEncoderLayer``, mmcv's ``PatchEmbed``) and its key names.
 """
 from typing import Optional, Sequence, Tuple, Union
 
@@ -17,11 +19,12 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.backbones.vision_transformer import TransformerEncoderLayer
-from mmpretrain.models.utils import build_norm_layer, resize_pos_embed, to_2tuple
+from mmpretrain.models.utils import build_norm_layer, to_2tuple
 from mmcv.cnn.bricks.transformer import PatchEmbed
 from torch import Tensor, nn
 
 from mmeomt.registry import MODELS
+from .convert import adapt_vit_state, resample_pos_embed
 
 
 def attention(attn: nn.Module, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
@@ -71,7 +74,8 @@ class EoMTViT(BaseModule):
         layer_scale_init_value: LayerScale init (DINOv2: 1e-5); 0 disables LayerScale.
         drop_path_rate: stochastic depth, linearly increasing over the blocks.
         norm_cfg: the LayerNorm of blocks and the final norm.
-        interpolate_mode: how the position embedding is resized to other grids.
+        interpolate_mode: how the position embedding is resized to inputs of another size
+            (antialiased for bilinear/bicubic, as timm's ``dynamic_img_size``).
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint=URL)`` for DINOv2 weights in
             mmpretrain, timm or transformers format (recognised and converted on load).
     """
@@ -131,7 +135,8 @@ class EoMTViT(BaseModule):
             torch.zeros(1, num_register_tokens, self.embed_dims))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, self.embed_dims))
 
-        dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
+        # On the CPU even under `with torch.device('meta')` (models built without memory).
+        dpr = torch.linspace(0, drop_path_rate, self.num_layers, device='cpu').tolist()
         self.layers = ModuleList(
             TransformerEncoderLayer(
                 embed_dims=self.embed_dims,
@@ -168,8 +173,10 @@ class EoMTViT(BaseModule):
         """
         B = x.shape[0]
         x, grid = self.patch_embed(x)
-        x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, grid,
-                                 mode=self.interpolate_mode, num_extra_tokens=0)
+        # Other input sizes: resize as timm does for dynamic sizes and as checkpoints of
+        # another grid are resized on load (antialiased bicubic), not as mmpretrain does.
+        x = x + resample_pos_embed(self.pos_embed, self.patch_resolution, grid,
+                                   mode=self.interpolate_mode)
         prefix = torch.cat([self.cls_token, self.register_tokens], dim=1).expand(B, -1, -1)
         return torch.cat([prefix, x], dim=1), tuple(grid)
 
@@ -204,6 +211,5 @@ class EoMTViT(BaseModule):
 
     def _convert_on_load(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Adapt a DINOv2 state dict in place before it loads (see ``convert.adapt_vit_state``)."""
-        from .convert import adapt_vit_state
         adapt_vit_state(self, state_dict, prefix)
 

@@ -1,0 +1,115 @@
+"""The EoMT core: prediction sets, masked attention, mixed precision.
+
+What it promises:
+* training: ``num_blocks + 1`` prediction sets (deep supervision), the last is the final one;
+  inference with all ``attn_mask_probs`` at 0: one set (the intermediate heads are skipped);
+* masked attention as the paper: query i attends patch j only where its mask logit, bilinearly
+  resized to the patch grid, is > 0; queries and prefix tokens are always visible; patch and
+  prefix tokens attend everything; each query's mask is kept with probability p (else its row
+  is all True);
+* runs forward and backward under CPU bf16 autocast.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmeomt.models import EoMT
+from dinov2_formats import randomise
+
+DIMS, Q, C, IMG, NUM_BLOCKS = 64, 10, 5, 64, 2
+
+
+def eomt(**kwargs):
+    backbone = dict(type='mmeomt.EoMTViT', img_size=IMG, patch_size=16,
+                    arch=dict(embed_dims=DIMS, num_layers=4, num_heads=2,
+                              feedforward_channels=128))
+    torch.manual_seed(0)
+    return randomise(EoMT(backbone, num_classes=C, num_queries=Q, num_blocks=NUM_BLOCKS,
+                          **kwargs))
+
+
+@pytest.fixture(scope='module')
+def images():
+    return torch.randn(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
+
+
+def test_prediction_sets(images):
+    model = eomt().train()
+    masks, classes = model(images)
+    assert len(masks) == len(classes) == NUM_BLOCKS + 1
+    for mask, cls in zip(masks, classes):
+        assert mask.shape == (2, Q, IMG // 4, IMG // 4)
+        assert cls.shape == (2, Q, C + 1)
+
+    model.eval()
+    with torch.no_grad():
+        model.attn_mask_probs.zero_()  # after annealing
+        masks, classes = model(images)
+        assert len(masks) == len(classes) == 1
+        model.attn_mask_probs.copy_(torch.tensor([0.0, 0.5]))  # only blocks with p > 0
+        assert len(model(images)[0]) == 2
+
+    model = eomt(masked_attn_enabled=False).train()
+    assert len(model(images)[0]) == 1
+
+
+def test_upscale_and_arguments():
+    model = eomt()
+    assert len(model.upscale) == 2  # patch 16 -> 1/4 of the input in two 2x steps
+    with pytest.raises(ValueError, match='num_blocks'):
+        EoMT(dict(type='mmeomt.EoMTViT', arch='tiny', img_size=32), num_classes=C, num_blocks=7)
+
+
+def test_attn_mask_rows_and_columns():
+    model = eomt()
+    grid, P = (4, 4), model.backbone.num_prefix_tokens
+    N = Q + P + 16
+    mask_logits = torch.randn(2, Q, 16, 16)
+    mask = model.attn_mask(mask_logits, grid, N, prob=torch.tensor(1.0))
+    assert mask.shape == (2, N, N) and mask.dtype == torch.bool
+    assert mask[:, :Q, :Q + P].all()  # queries see queries and prefix tokens
+    assert mask[:, Q:].all()  # prefix and patch tokens see everything
+    coarse = F.interpolate(mask_logits, grid, mode='bilinear')
+    assert torch.equal(mask[:, :Q, Q + P:], coarse.flatten(2) > 0)
+    assert 0 < mask[:, :Q, Q + P:].float().mean() < 1
+
+
+def test_probability_zero_is_unmasked_attention(images):
+    masked = eomt().train()
+    masked.attn_mask_probs.zero_()
+    plain = eomt(masked_attn_enabled=False).train()
+    plain.load_state_dict(masked.state_dict())
+    final_masked = [out[-1] for out in masked(images)]
+    final_plain = [out[-1] for out in plain(images)]
+    for a, b in zip(final_masked, final_plain):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # ... while probability 1 changes the result
+    masked.attn_mask_probs.fill_(1)
+    assert not torch.allclose(masked(images)[0][-1], final_plain[0], atol=1e-3)
+
+
+@pytest.mark.parametrize('prob', [0.2, 0.7])
+def test_fraction_of_masked_queries_matches_probability(prob):
+    model = eomt()
+    B, queries, P = 8, 250, model.backbone.num_prefix_tokens  # Q from the logits' shape
+    N = queries + P + 16
+    torch.manual_seed(1)
+    # All logits negative: a kept mask hides every patch, a dropped one hides none.
+    mask = model.attn_mask(-torch.ones(B, queries, 16, 16), (4, 4), N, torch.tensor(prob))
+    rows = mask[:, :queries, queries + P:]
+    assert ((rows.all(-1)) | (~rows).all(-1)).all()  # per query: all or nothing
+    kept = (~rows).all(-1).float().mean().item()  # 2000 draws: std 0.01
+    assert abs(kept - prob) < 0.05
+
+
+def test_bf16_autocast_forward_backward(images):
+    model = eomt().train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        masks, classes = model(images)
+        loss = sum(m.float().mean() + c.float().mean() for m, c in zip(masks, classes))
+    assert masks[-1].dtype == torch.bfloat16
+    loss.backward()
+    for name in ('queries.weight', 'class_head.weight', 'backbone.pos_embed',
+                 'backbone.layers.0.attn.qkv.weight'):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name

@@ -1,0 +1,62 @@
+"""Convert an EoMT checkpoint (the authors' release or transformers) to an mmeomt checkpoint.
+
+Examples::
+
+    # the authors' weights (https://huggingface.co/tue-mps/<name>/resolve/main/pytorch_model.bin)
+    python tools/model_converters/eomt2mmeomt.py pytorch_model.bin eomt_coco_panoptic_l640.pth
+    # transformers EomtForUniversalSegmentation (model.safetensors or pytorch_model.bin)
+    python tools/model_converters/eomt2mmeomt.py model.safetensors eomt_l640.pth
+    # initialise another dataset's model (the class head is then trained from scratch)
+    python tools/model_converters/eomt2mmeomt.py pytorch_model.bin init.pth --no-class-head
+
+The output is ``{'state_dict': ..., 'meta': ...}`` with keys under ``eomt.`` (the core inside
+``EoMTDetector`` / ``EoMTSegmentor``), usable as ``load_from`` in a config.
+"""
+import argparse
+import os
+import sys
+
+from mmeomt.models.convert import (convert_eomt_checkpoint, detect_eomt_checkpoint_format,
+                                   read_state_dict, write_checkpoint)
+from mmeomt.version import __version__
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Convert an EoMT checkpoint (authors\' tue-mps/eomt release or transformers '
+        'EomtForUniversalSegmentation) to an mmeomt checkpoint.')
+    parser.add_argument('src', help='source checkpoint (.bin/.pth/.ckpt or .safetensors)')
+    parser.add_argument('dst', help='output mmeomt checkpoint (.pth)')
+    parser.add_argument('--prefix', default='eomt.',
+                        help="key prefix of the EoMT core in the model to load into "
+                        "(default 'eomt.' for EoMTDetector/EoMTSegmentor; '' for a bare EoMT)")
+    parser.add_argument('--no-class-head', action='store_true',
+                        help='drop the class head (to fine-tune on another label set)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    prefix = args.prefix
+    if prefix and not prefix.endswith('.'):
+        prefix += '.'
+    try:
+        state_dict = read_state_dict(args.src)
+        fmt = detect_eomt_checkpoint_format(state_dict)
+        converted = convert_eomt_checkpoint(state_dict, prefix=prefix)
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f'eomt2mmeomt: {error}', file=sys.stderr)
+        return 1
+    if args.no_class_head:
+        converted = {k: v for k, v in converted.items()
+                     if not k.startswith(prefix + 'class_head.')}
+    write_checkpoint(args.dst, converted, meta=dict(
+        converted_from=os.path.basename(args.src), source_format=fmt, key_prefix=prefix,
+        class_head=not args.no_class_head, mmeomt_version=__version__))
+    print(f'eomt2mmeomt: {args.src} ({fmt} format, {len(state_dict)} keys) -> {args.dst} '
+          f'({len(converted)} keys under {prefix!r})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
