@@ -1,7 +1,9 @@
 from .backbones import EoMTViT
+from .checkpoint import fit_eomt_checkpoint
 from .detectors import EoMTDetector
 from .eomt import EoMT
 from .losses import EoMTLoss
 from .segmentors import EoMTSegmentor
 
-__all__ = ['EoMTViT', 'EoMT', 'EoMTLoss', 'EoMTDetector', 'EoMTSegmentor']
+__all__ = ['EoMTViT', 'EoMT', 'EoMTLoss', 'EoMTDetector', 'EoMTSegmentor',
+           'fit_eomt_checkpoint']

@@ -18,13 +18,12 @@ pre-hook).
 """
 import os
 import re
-import tempfile
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-import torch
-from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
+from mmeomt.utils.checkpoint_io import atomic_torch_save
+from mmeomt.utils.hub import load_checkpoint_file
 from .backbones.convert import convert_dinov2
 
 StateDict = Dict[str, Tensor]
@@ -172,9 +171,7 @@ def read_state_dict(path: str) -> StateDict:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
-    if path.endswith('.safetensors'):
-        return dict(load_safetensors(path, device='cpu'))
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    checkpoint = load_checkpoint_file(path, map_location='cpu')
     for key in ('state_dict', 'model', 'module'):
         if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
             checkpoint = checkpoint[key]
@@ -188,20 +185,9 @@ def read_state_dict(path: str) -> StateDict:
 
 def write_checkpoint(path: str, state_dict: Mapping[str, Tensor],
                      meta: Optional[Dict[str, Any]] = None) -> None:
-    """Save ``{'state_dict': ..., 'meta': ...}`` (mmengine's layout) atomically: a temporary
-    file in the same folder, then ``os.replace``, so ``path`` is never half written."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
-                               dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save({'state_dict': dict(state_dict), 'meta': dict(meta or {})}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Save ``{'state_dict': ..., 'meta': ...}`` (mmengine's layout) atomically, so ``path`` is
+    never half written."""
+    atomic_torch_save({'state_dict': dict(state_dict), 'meta': dict(meta or {})}, path)
 
 
 __all__ = ['EOMT_FORMATS', 'convert_eomt_checkpoint', 'detect_eomt_checkpoint_format',

@@ -5,7 +5,7 @@ Data samples in, data samples out.  Training turns each ``DetDataSample`` into o
 inference runs the core once and hands the final mask logits to mmdet's
 ``MaskFormerFusionHead``, which implements EoMT's post-processing (EOMT.md §5).
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmeomt.registry import MODELS
+from ..checkpoint import fit_eomt_checkpoint
 
 DEFAULT_TEST_CFG = dict(
     panoptic_on=True,
@@ -65,6 +66,11 @@ class EoMTDetector(BaseDetector):
             ``panoptic_on=False, instance_on=True``.
         data_preprocessor: e.g. ``mmdet.DetDataPreprocessor`` config.
         init_cfg: mmengine init config.
+        skip_mismatched: prefixes of parameter names, e.g. ``['eomt.class_head']`` to
+            fine-tune a checkpoint on another label set, whose checkpoint values are skipped
+            when absent or of another shape (they keep their initialisation).  Any other
+            mismatch fails the load; see :mod:`mmeomt.models.checkpoint`, which also converts
+            the authors' and transformers checkpoints on load.
     """
 
     # The per-task results of MaskFormerFusionHead go into the data samples as mmdet's
@@ -78,9 +84,12 @@ class EoMTDetector(BaseDetector):
                  num_stuff_classes: int,
                  test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None,
+                 skip_mismatched: Sequence[str] = ()):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.eomt = MODELS.build(eomt)
+        self.skip_mismatched = tuple(skip_mismatched)
+        self._register_load_state_dict_pre_hook(self._fit_checkpoint)
         self.num_things_classes = num_things_classes
         self.num_stuff_classes = num_stuff_classes
         self.num_classes = num_things_classes + num_stuff_classes
@@ -112,6 +121,10 @@ class EoMTDetector(BaseDetector):
             num_things_classes=num_things_classes,
             num_stuff_classes=num_stuff_classes,
             test_cfg=self.test_cfg)
+
+    def _fit_checkpoint(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Convert and check a checkpoint before it loads (``load_state_dict`` pre-hook)."""
+        fit_eomt_checkpoint(self, state_dict, prefix, self.skip_mismatched)
 
     def extract_feat(self, batch_inputs: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
         """The core's predictions: lists of ``(B, Q, H/4, W/4)`` and ``(B, Q, C + 1)``."""

@@ -16,6 +16,7 @@ from mmseg.utils import OptSampleList, SampleList
 from torch import Tensor
 
 from mmeomt.registry import MODELS
+from ..checkpoint import fit_eomt_checkpoint
 
 
 def window_starts(length: int, crop: int) -> List[int]:
@@ -77,6 +78,11 @@ class EoMTSegmentor(BaseSegmentor):
             authors' choice) or ``dict(mode='whole')``.
         data_preprocessor: e.g. ``mmseg.SegDataPreProcessor`` config.
         init_cfg: mmengine init config.
+        skip_mismatched: prefixes of parameter names, e.g. ``['eomt.class_head']`` to
+            fine-tune a checkpoint on another label set, whose checkpoint values are skipped
+            when absent or of another shape (they keep their initialisation).  Any other
+            mismatch fails the load; see :mod:`mmeomt.models.checkpoint`, which also converts
+            the authors' and transformers checkpoints on load.
     """
 
     # mmseg's conversion of gt_sem_seg into one (label, mask) per present class, ignore_index
@@ -90,11 +96,14 @@ class EoMTSegmentor(BaseSegmentor):
                  ignore_index: int = 255,
                  test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None,
+                 skip_mismatched: Sequence[str] = ()):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if num_classes < 2:
             raise ValueError(f'EoMTSegmentor: num_classes must be >= 2, got {num_classes}')
         self.eomt = MODELS.build(eomt)
+        self.skip_mismatched = tuple(skip_mismatched)
+        self._register_load_state_dict_pre_hook(self._fit_checkpoint)
         if self.eomt.num_classes != num_classes:
             raise ValueError(f'EoMTSegmentor: eomt.num_classes ({self.eomt.num_classes}) must '
                              f'equal num_classes ({num_classes})')
@@ -124,6 +133,10 @@ class EoMTSegmentor(BaseSegmentor):
                 raise ValueError('EoMTSegmentor: window mode needs test_cfg.crop_size = (h, w) '
                                  f'or an int, got {crop_size!r}')
             self.crop = min(crop_size)
+
+    def _fit_checkpoint(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Convert and check a checkpoint before it loads (``load_state_dict`` pre-hook)."""
+        fit_eomt_checkpoint(self, state_dict, prefix, self.skip_mismatched)
 
     def extract_feat(self, inputs: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
         """The core's predictions: lists of ``(B, Q, H/4, W/4)`` and ``(B, Q, C + 1)``."""

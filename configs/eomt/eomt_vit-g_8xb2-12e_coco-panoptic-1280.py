@@ -1,0 +1,15 @@
+# EoMT-g, COCO panoptic, 1280x1280: 59.2 PQ in the paper.
+_base_ = [
+    './_base_/models/eomt_vit-g_det.py',
+    './_base_/datasets/coco_panoptic_1280.py',
+    './_base_/schedules/coco_12e.py',
+    './_base_/default_runtime_det.py'
+]
+
+model = dict(eomt=dict(backbone=dict(img_size=1280)))
+
+# Masked-attention annealing, block by block (EOMT.md §1).
+default_hooks = dict(
+    mask_annealing=dict(
+        start_iters=[14782, 25869, 36955, 48042, 59128],
+        end_iters=[29564, 40651, 51737, 62824, 73910]))

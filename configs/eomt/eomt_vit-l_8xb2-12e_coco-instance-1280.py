@@ -1,0 +1,21 @@
+# EoMT-L, COCO instance, 1280x1280: 48.8 mask AP in the paper.
+_base_ = [
+    './_base_/models/eomt_vit-l_det.py',
+    './_base_/datasets/coco_instance_1280.py',
+    './_base_/schedules/coco-instance_12e.py',
+    './_base_/default_runtime_det.py'
+]
+
+num_classes = 80
+model = dict(
+    eomt=dict(backbone=dict(img_size=1280), num_classes=num_classes),
+    loss=dict(num_classes=num_classes),
+    num_things_classes=num_classes,
+    num_stuff_classes=0,
+    test_cfg=dict(panoptic_on=False, instance_on=True))
+
+# Masked-attention annealing, block by block (EOMT.md §1): as COCO panoptic.
+default_hooks = dict(
+    mask_annealing=dict(
+        start_iters=[14782, 29564, 44346, 59128],
+        end_iters=[29564, 44346, 59128, 73910]))

@@ -1,0 +1,50 @@
+"""Segment images with an EoMT model and write the visualisations as PNGs.
+
+Examples::
+
+    # a model-zoo name (weights downloaded once, cached per URL)
+    python demo/image_demo.py demo.jpg eomt_vit-l_8xb2-12e_coco-panoptic-640 --out-dir outputs
+    # a folder of images, a config and local weights, on the GPU
+    python demo/image_demo.py images/ configs/eomt/eomt_vit-l_8xb2-31e_ade20k-semantic-512.py \\
+        --weights pytorch_model.bin --device cuda:0
+
+One ``<image name>.png`` per image: panoptic segments in their class colours with class names,
+instance masks with labels and scores, or semantic overlays with class names.
+"""
+import argparse
+import sys
+
+from mmeomt.apis import EoMTInferencer
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='EoMT inference on images, PNGs out.')
+    parser.add_argument('inputs', help='an image or a folder of images')
+    parser.add_argument('model', help='model-zoo name or alias (tools/download.py --list), '
+                        'or a config file')
+    parser.add_argument('--weights', default=None,
+                        help='checkpoint path or URL (default: the model zoo\'s for a name)')
+    parser.add_argument('--out-dir', default='outputs', help='where the PNGs go')
+    parser.add_argument('--device', default=None, help='e.g. cpu, cuda:0 (default: auto)')
+    parser.add_argument('--metafile', default=None, help='model index to resolve names from')
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--score-thr', type=float, default=0.3,
+                        help='instance models: draw instances scoring at least this')
+    parser.add_argument('--opacity', type=float, default=0.5,
+                        help='semantic models: opacity of the colour overlay')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    inferencer = EoMTInferencer(args.model, weights=args.weights, device=args.device,
+                                metafile=args.metafile)
+    result = inferencer(args.inputs, out_dir=args.out_dir, batch_size=args.batch_size,
+                        pred_score_thr=args.score_thr, opacity=args.opacity)
+    for path in result['out_files']:
+        print(path)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

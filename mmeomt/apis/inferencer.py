@@ -1,0 +1,255 @@
+"""One-call inference: a model-zoo name (or config + weights) and images in, results and PNGs out.
+
+EoMT models run under their host library's inferencer: mmdet's ``DetInferencer`` for panoptic
+and instance configs (``default_scope = 'mmdet'``), mmseg's ``MMSegInferencer`` for semantic
+ones.  Two small subclasses fit them to EoMT's configs and checkpoints:
+
+* class names and palette come from the checkpoint's ``meta.dataset_meta`` when it has one and
+  otherwise from the config's test dataset (the authors' checkpoints carry no metadata; the
+  host inferencers would fall back to COCO's or Cityscapes' classes);
+* annotation loading is dropped from the test pipeline (the EoMT test pipelines load ground
+  truth for evaluation, which plain images do not have).
+
+Weights load through mmengine's checkpoint loading, so URLs are cached per URL
+(:mod:`mmeomt.utils.hub`) and the authors' format is converted on load
+(:mod:`mmeomt.models.checkpoint`).
+
+:class:`EoMTInferencer` picks the right one from the config and resolves model-zoo names
+(:mod:`mmeomt.apis.model_zoo`)::
+
+    from mmeomt.apis import EoMTInferencer
+    inferencer = EoMTInferencer('eomt_vit-l_8xb2-12e_coco-panoptic-640')
+    result = inferencer('demo.jpg', out_dir='outputs')
+    result['predictions'][0].pred_panoptic_seg   # an mmdet DetDataSample
+    result['out_files']                          # ['outputs/demo.png']
+"""
+import copy
+import os
+import os.path as osp
+import warnings
+from typing import List, Optional, Sequence, Union
+
+import mmcv
+import numpy as np
+from mmdet.apis import DetInferencer
+from mmengine.config import Config
+from mmengine.registry import DATASETS, init_default_scope
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
+from mmseg.apis import MMSegInferencer
+from torch import nn
+
+from mmeomt.registry import INFERENCERS
+from .model_zoo import get_model_info
+
+InputsType = Union[str, np.ndarray, Sequence[Union[str, np.ndarray]]]
+# Transforms that read ground truth; an inference pipeline has none to read.
+ANNOTATION_LOADERS = ('LoadAnnotations', 'LoadPanopticAnnotations', 'LoadDepthAnnotation')
+
+
+def _short_type(transform: dict) -> str:
+    name = transform.get('type', '')
+    return name.split('.')[-1] if isinstance(name, str) else getattr(name, '__name__', '')
+
+
+def _dataset_meta(cfg: Config, checkpoint: Optional[dict]) -> dict:
+    """``dataset_meta`` from the checkpoint if it has one, else the config's test dataset."""
+    meta = checkpoint.get('meta', {}) if isinstance(checkpoint, dict) else {}
+    if isinstance(meta, dict) and 'dataset_meta' in meta:
+        return {k.lower(): v for k, v in meta['dataset_meta'].items()}
+    dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
+    dataset_cfg['lazy_init'] = True  # metainfo only: no annotation file needed
+    return dict(DATASETS.build(dataset_cfg).metainfo)
+
+
+def _load_weights(model: nn.Module, checkpoint: Optional[dict]) -> None:
+    if checkpoint is None:
+        warnings.warn('No weights given: the predictions come from a randomly initialised model')
+    else:
+        _load_checkpoint_to_model(model, checkpoint)
+
+
+@INFERENCERS.register_module()
+class EoMTDetInferencer(DetInferencer):
+    """mmdet's ``DetInferencer`` for EoMT panoptic and instance models (see module docstring).
+
+    Args:
+        model: config path, ``Config`` or dict (mmdet scope).
+        weights: checkpoint path or URL in any format EoMT loads; None keeps random weights.
+        device: e.g. ``'cuda:0'``; None picks the available accelerator.
+        palette: ``'none'`` (the dataset's), ``'random'`` or a dataset name, as mmdet.
+        show_progress: show a progress bar.
+    """
+
+    def __init__(self, model, weights: Optional[str] = None, device: Optional[str] = None,
+                 palette: str = 'none', show_progress: bool = False) -> None:
+        super().__init__(model=model, weights=weights, device=device, scope='mmdet',
+                         palette=palette, show_progress=show_progress)
+
+    def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
+                               cfg: Config) -> None:
+        _load_weights(model, checkpoint)
+        model.dataset_meta = _dataset_meta(cfg, checkpoint)
+        if self.palette != 'none':
+            model.dataset_meta['palette'] = self.palette
+        model.dataset_meta.setdefault('palette', 'random')
+
+    def _init_pipeline(self, cfg: Config):
+        cfg = copy.deepcopy(cfg)
+        pipeline = cfg.test_dataloader.dataset.pipeline
+        cfg.test_dataloader.dataset.pipeline = [
+            t for t in pipeline if _short_type(t) not in ANNOTATION_LOADERS]
+        return super()._init_pipeline(cfg)
+
+    def visualize(self, inputs: list, preds: list, **kwargs) -> Optional[List[np.ndarray]]:
+        # mmdet's panoptic drawing fails on a prediction without any segment (it stacks an
+        # empty list of areas); such an image is shown as it is.
+        void = len(self.model.dataset_meta['classes'])
+        drawable = []
+        for pred in preds:
+            if 'pred_panoptic_seg' in pred and bool(
+                    (pred.pred_panoptic_seg.sem_seg == void).all()):
+                pred = pred.clone()
+                del pred.pred_panoptic_seg
+            drawable.append(pred)
+        return super().visualize(inputs, drawable, **kwargs)
+
+
+@INFERENCERS.register_module()
+class EoMTSegInferencer(MMSegInferencer):
+    """mmseg's ``MMSegInferencer`` for EoMT semantic models (see module docstring).
+
+    Args:
+        model: config path, ``Config`` or dict (mmseg scope).
+        weights: checkpoint path or URL in any format EoMT loads; None keeps random weights.
+        device: e.g. ``'cuda:0'``; None picks the available accelerator.
+        show_progress: show a progress bar.
+    """
+
+    def __init__(self, model, weights: Optional[str] = None, device: Optional[str] = None,
+                 show_progress: bool = False) -> None:
+        super().__init__(model=model, weights=weights, device=device, scope='mmseg')
+        self.show_progress = show_progress
+
+    def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
+                               cfg: Config) -> None:
+        _load_weights(model, checkpoint)
+        meta = _dataset_meta(cfg, checkpoint)
+        # The visualiser takes exactly these two.
+        model.dataset_meta = dict(classes=meta.get('classes'), palette=meta.get('palette'))
+
+
+def _load_config(model: Union[str, Config, dict]) -> Config:
+    if isinstance(model, Config):
+        return copy.deepcopy(model)
+    if isinstance(model, dict):
+        return Config(copy.deepcopy(dict(model)))
+    return Config.fromfile(model)
+
+
+class EoMTInferencer:
+    """EoMT inference for all three tasks: images in, data samples and visualisations out.
+
+    Args:
+        model: a model-zoo name or alias (``configs/eomt/metafile.yml``, e.g.
+            ``'eomt_vit-l_8xb2-12e_coco-panoptic-640'`` or ``'coco_panoptic_eomt_large_640'``),
+            a config path, or a ``Config``.
+        weights: checkpoint path or URL; default: the model zoo's weights for a name, none
+            (random weights, with a warning) for a config.  The authors' released
+            ``pytorch_model.bin``, transformers' and mmeomt checkpoints all load.
+        device: e.g. ``'cpu'``, ``'cuda:0'``; None picks the available accelerator.
+        metafile: model index or metafile to resolve names from (default: mmeomt's own).
+        show_progress: show a progress bar.
+
+    The config's ``default_scope`` picks the host inferencer: :class:`EoMTDetInferencer`
+    (``'mmdet'``: panoptic, instance) or :class:`EoMTSegInferencer` (``'mmseg'``: semantic),
+    available as :attr:`inferencer`.
+    """
+
+    def __init__(self, model: Union[str, Config, dict], weights: Optional[str] = None,
+                 device: Optional[str] = None, metafile: Optional[str] = None,
+                 show_progress: bool = False) -> None:
+        self.model_info = None
+        if isinstance(model, str) and not osp.isfile(model):
+            try:
+                self.model_info = get_model_info(model, metafile)
+            except KeyError as error:
+                raise ValueError(f'EoMTInferencer: model {model!r} is neither a config file nor '
+                                 f'a model-zoo name: {error.args[0]}') from None
+            model = self.model_info['config']
+            weights = weights if weights is not None else self.model_info['weights']
+        cfg = _load_config(model)
+        scope = cfg.get('default_scope')
+        if scope == 'mmdet':
+            self.inferencer = EoMTDetInferencer(cfg, weights, device,
+                                                show_progress=show_progress)
+        elif scope == 'mmseg':
+            self.inferencer = EoMTSegInferencer(cfg, weights, device,
+                                                show_progress=show_progress)
+        else:
+            raise ValueError(f"EoMTInferencer: the config's default_scope must be 'mmdet' "
+                             f"(panoptic, instance) or 'mmseg' (semantic), got {scope!r}")
+        self.scope = scope
+        self.weights = weights
+
+    @property
+    def dataset_meta(self) -> dict:
+        """Class names and palette used for the visualisations."""
+        return self.inferencer.model.dataset_meta
+
+    def __call__(self, inputs: InputsType, out_dir: Optional[str] = None, batch_size: int = 1,
+                 pred_score_thr: float = 0.3, opacity: float = 0.5) -> dict:
+        """Predict and visualise.
+
+        Args:
+            inputs: an image path, a folder of images, a BGR ``(H, W, 3)`` uint8 array, or a
+                list of paths/arrays.
+            out_dir: where to write one visualisation PNG per image (``<image stem>.png``,
+                ``<index>.png`` for arrays); None writes nothing.
+            batch_size: images per forward pass.
+            pred_score_thr: instance models draw instances scoring at least this.
+            opacity: semantic overlays: weight of the colour map over the image.
+
+        Returns:
+            ``predictions``: data samples (mmdet ``DetDataSample`` with ``pred_panoptic_seg``
+            or ``pred_instances``; mmseg ``SegDataSample`` with ``pred_sem_seg``);
+            ``visualization``: RGB ``(H, W, 3)`` uint8 arrays (panoptic colours with class
+            names, instance masks with labels and scores, semantic overlays with names);
+            ``out_files``: the PNGs written.
+        """
+        inferencer = self.inferencer
+        inputs = inferencer._inputs_to_list(inputs)
+        if not inputs:
+            raise ValueError('EoMTInferencer: no images given (an empty list or folder)')
+        if self.scope == 'mmdet':
+            init_default_scope('mmdet')
+            results = inferencer(inputs, batch_size=batch_size, return_vis=True,
+                                 no_save_vis=True, no_save_pred=True, return_datasamples=True,
+                                 pred_score_thr=pred_score_thr)
+            preds, vis = results['predictions'], results['visualization']
+        else:
+            init_default_scope('mmseg')
+            preds = []
+            for data in inferencer.preprocess(inputs, batch_size=batch_size):
+                preds.extend(inferencer.forward(data))
+            vis = inferencer.visualize(inputs, preds, return_vis=True, opacity=opacity,
+                                       with_labels=True)
+        out_files = self._write(inputs, vis, out_dir) if out_dir else []
+        return dict(predictions=preds, visualization=vis, out_files=out_files)
+
+    @staticmethod
+    def _write(inputs: list, vis: List[np.ndarray], out_dir: str) -> List[str]:
+        os.makedirs(out_dir, exist_ok=True)
+        files, used = [], set()
+        for i, (item, image) in enumerate(zip(inputs, vis)):
+            stem = osp.splitext(osp.basename(item))[0] if isinstance(item, str) else f'{i:06d}'
+            name, n = stem, 1
+            while name in used:  # the same stem in two folders
+                name, n = f'{stem}_{n}', n + 1
+            used.add(name)
+            path = osp.join(out_dir, name + '.png')
+            mmcv.imwrite(image[..., ::-1], path)  # RGB -> BGR for OpenCV
+            files.append(path)
+        return files
+
+
+__all__ = ['EoMTInferencer', 'EoMTDetInferencer', 'EoMTSegInferencer']

@@ -1,0 +1,235 @@
+"""Whole-model checkpoints load into EoMTDetector / EoMTSegmentor in any format, or fail loudly.
+
+What it promises (mmeomt.models.checkpoint, run as the adapters' load_state_dict pre-hook):
+* the authors' released layout, transformers' ``EomtForUniversalSegmentation`` layout, a bare
+  ``EoMT`` core and our own checkpoints load through mmengine's ``load_checkpoint`` (the path of
+  ``load_from``, ``resume`` and the inferencers) and through ``load_state_dict``, giving the
+  source model's weights and outputs; a checkpoint of another crop has its position grid
+  resized;
+* anything that does not fit raises ``ValueError`` listing the missing, unexpected and
+  mis-shaped keys, instead of mmengine's warning and random weights;
+* ``skip_mismatched=['eomt.class_head']`` lets a checkpoint with another class count (or none)
+  initialise everything else, while a class head that fits (resuming) still loads.
+"""
+import logging
+import re
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
+from mmengine.runner.checkpoint import load_checkpoint
+from torch import nn
+
+from mmeomt.models.backbones.convert import resample_pos_embed
+from mmeomt.registry import MODELS
+from dinov2_formats import eomt_to_authors, randomise
+
+VIT = dict(type='mmeomt.EoMTViT', img_size=64,
+           arch=dict(embed_dims=64, num_layers=4, num_heads=2, feedforward_channels=128))
+
+
+def detector(things=3, stuff=2, img_size=64, **kwargs):
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    return MODELS.build(dict(
+        type='mmeomt.EoMTDetector',
+        eomt=dict(type='mmeomt.EoMT', backbone=dict(VIT, img_size=img_size),
+                  num_classes=things + stuff, num_queries=10, num_blocks=2),
+        loss=dict(type='mmeomt.EoMTLoss', num_points=256),
+        num_things_classes=things, num_stuff_classes=stuff, **kwargs)).eval()
+
+
+def segmentor(num_classes=5, **kwargs):
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    return MODELS.build(dict(
+        type='mmeomt.EoMTSegmentor',
+        eomt=dict(type='mmeomt.EoMT', backbone=VIT, num_classes=num_classes, num_queries=10,
+                  num_blocks=2),
+        loss=dict(type='mmeomt.EoMTLoss', num_points=256),
+        num_classes=num_classes, **kwargs)).eval()
+
+
+def source(build=detector, **kwargs):
+    model = randomise(build(**kwargs))
+    model.eomt.attn_mask_probs.zero_()
+    return model
+
+
+def eomt_to_transformers(core_state):
+    """An ``EoMT`` state dict in ``EomtForUniversalSegmentation``'s layout (its key names)."""
+    rules = [
+        (r'^backbone\.(cls_token|register_tokens)$', r'embeddings.\1'),
+        (r'^backbone\.patch_embed\.projection\.', 'embeddings.patch_embeddings.projection.'),
+        (r'^backbone\.layers\.(\d+)\.ln([12])\.', r'layers.\1.norm\2.'),
+        (r'^backbone\.layers\.(\d+)\.attn\.proj\.', r'layers.\1.attention.out_proj.'),
+        (r'^backbone\.layers\.(\d+)\.attn\.gamma1\.weight$', r'layers.\1.layer_scale1.lambda1'),
+        (r'^backbone\.layers\.(\d+)\.ffn\.gamma2\.weight$', r'layers.\1.layer_scale2.lambda1'),
+        (r'^backbone\.layers\.(\d+)\.ffn\.layers\.0\.0\.', r'layers.\1.mlp.fc1.'),
+        (r'^backbone\.layers\.(\d+)\.ffn\.layers\.1\.', r'layers.\1.mlp.fc2.'),
+        (r'^backbone\.ln1\.', 'layernorm.'),
+        (r'^queries\.weight$', 'query.weight'),
+        (r'^class_head\.', 'class_predictor.'),
+        (r'^upscale\.(\d+)\.norm\.', r'upscale_block.block.\1.layernorm2d.'),
+        (r'^upscale\.(\d+)\.', r'upscale_block.block.\1.'),
+    ]
+    out = {}
+    for key, value in core_state.items():
+        qkv = re.match(r'^backbone\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$', key)
+        head = re.match(r'^mask_head\.([024])\.(weight|bias)$', key)
+        if qkv:
+            for name, part in zip('qkv', value.chunk(3, dim=0)):
+                out[f'layers.{qkv[1]}.attention.{name}_proj.{qkv[2]}'] = part
+        elif head:
+            out[f'mask_head.fc{int(head[1]) // 2 + 1}.{head[2]}'] = value
+        elif key == 'backbone.pos_embed':
+            out['embeddings.position_embeddings.weight'] = value[0]  # an nn.Embedding
+        else:
+            for pattern, repl in rules:
+                if re.search(pattern, key):
+                    key = re.sub(pattern, repl, key)
+                    break
+            out[key] = value
+    out['criterion.empty_weight'] = torch.ones(core_state['class_head.bias'].shape[0])
+    return out
+
+
+class Records(logging.Handler):
+    """Collects the messages of mmengine's logger (which does not propagate to caplog)."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def assert_same_weights(model, reference):
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize('layout', ['authors', 'transformers', 'bare core', 'mmeomt'])
+def test_every_layout_loads_through_mmengine(layout, tmp_path):
+    src = source()
+    core = src.eomt.state_dict()
+    state = {'authors': lambda: eomt_to_authors(core),
+             'transformers': lambda: eomt_to_transformers(core),
+             'bare core': lambda: core,
+             'mmeomt': src.state_dict}[layout]()
+    path = tmp_path / 'checkpoint.pth'
+    torch.save(state if layout != 'mmeomt' else {'state_dict': state, 'meta': {}}, path)
+    model = detector()
+    load_checkpoint(model, str(path), map_location='cpu')
+    assert_same_weights(model, src)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for ours, theirs in zip(model.eomt(x), src.eomt(x)):
+            assert torch.equal(ours[-1], theirs[-1])
+
+
+def test_segmentor_and_nested_prefix():
+    src = source(segmentor)
+    authors = eomt_to_authors(src.eomt.state_dict())
+    model = segmentor()
+    model.load_state_dict(authors)
+    assert_same_weights(model, src)
+    # The adapter inside another module (as in an EMA wrapper): keys under 'module.'.
+    wrapper = nn.ModuleDict(dict(module=segmentor()))
+    wrapper.load_state_dict({f'module.{k}': v for k, v in authors.items()})
+    assert_same_weights(wrapper['module'], src)
+
+
+def test_checkpoint_of_another_crop_is_resized():
+    src = source(img_size=64)
+    model = detector(img_size=128)
+    model.load_state_dict(eomt_to_authors(src.eomt.state_dict()))
+    expected = resample_pos_embed(src.eomt.backbone.pos_embed, (4, 4), (8, 8))
+    assert torch.allclose(model.eomt.backbone.pos_embed, expected)
+    assert torch.equal(model.eomt.queries.weight, src.eomt.queries.weight)
+
+
+def test_training_checkpoint_resumes_untouched(tmp_path):
+    """Our own checkpoint with optimizer state (what resume loads) goes in as it is."""
+    src = source()
+    optimizer = torch.optim.AdamW(src.parameters())
+    path = tmp_path / 'iter_10.pth'
+    torch.save({'state_dict': src.state_dict(), 'optimizer': optimizer.state_dict(),
+                'meta': {'iter': 10}}, path)
+    model = detector()
+    checkpoint = load_checkpoint(model, str(path), map_location='cpu')
+    assert checkpoint['meta']['iter'] == 10
+    assert_same_weights(model, src)
+
+
+def test_unrecognised_checkpoints_fail_with_their_keys():
+    with pytest.raises(ValueError, match=r'(?s)Unrecognised EoMT checkpoint.*decoder\.weight'):
+        detector().load_state_dict({'decoder.weight': torch.zeros(1)})
+    # DINOv2 weights alone are not a whole model: they belong in the backbone's init_cfg.
+    vit_only = {k: v for k, v in eomt_to_authors(source().eomt.state_dict()).items()
+                if k.startswith('network.encoder.backbone.')}
+    with pytest.raises(ValueError, match="backbone's init_cfg"):
+        detector().load_state_dict({k.split('backbone.', 1)[1]: v for k, v in vit_only.items()})
+
+
+def test_mismatches_are_listed(tmp_path):
+    authors = eomt_to_authors(source().eomt.state_dict())
+    path = tmp_path / 'pytorch_model.bin'
+    torch.save(authors, path)
+    with pytest.raises(ValueError) as error:
+        load_checkpoint(detector(things=4), str(path))  # 6 classes, the checkpoint 5
+    message = str(error.value)
+    assert 'authors format' in message
+    assert 'eomt.class_head.weight: (6, 64) vs (7, 64)' in message
+    assert 'eomt.class_head.bias: (6,) vs (7,)' in message
+    assert "skip_mismatched=[...]" in message and "['eomt.class_head']" in message
+
+    own = detector().state_dict()
+    own['eomt.extra.weight'] = torch.zeros(1)
+    del own['eomt.queries.weight'], own['eomt.mask_head.0.bias']
+    with pytest.raises(ValueError) as error:
+        detector().load_state_dict(own)
+    message = str(error.value)
+    assert re.search(r'missing keys \(2\):\s+eomt.queries.weight\s+eomt.mask_head.0.bias',
+                     message)
+    assert re.search(r'unexpected keys \(1\):\s+eomt.extra.weight', message)
+
+    fewer_blocks = source().eomt.state_dict()
+    fewer_blocks['attn_mask_probs'] = torch.zeros(3)
+    with pytest.raises(ValueError, match=r'eomt.attn_mask_probs: \(3,\) vs \(2,\)'):
+        detector().load_state_dict(fewer_blocks)
+
+
+def test_skip_mismatched_class_head(tmp_path):
+    src = source()  # 5 classes
+    authors = eomt_to_authors(src.eomt.state_dict())
+    logger = MMLogger.get_current_instance()
+    model = detector(things=4, skip_mismatched=['eomt.class_head'])
+    init_head = model.eomt.class_head.weight.clone()
+    handler = Records()
+    logger.addHandler(handler)
+    try:
+        model.load_state_dict(authors, strict=False)
+    finally:
+        logger.removeHandler(handler)
+    assert torch.equal(model.eomt.class_head.weight, init_head)
+    assert torch.equal(model.eomt.queries.weight, src.eomt.queries.weight)
+    assert any('kept the initial values of eomt.class_head.weight' in m
+               for m in handler.messages)
+
+    # A checkpoint without any class head (eomt2mmeomt.py --no-class-head) works as well.
+    headless = {k: v for k, v in authors.items() if 'class_head' not in k}
+    detector(skip_mismatched=['eomt.class_head']).load_state_dict(headless, strict=False)
+
+    # Resuming the fine-tuned model: its class head fits and is restored.
+    finetuned = randomise(detector(things=4))
+    resumed = detector(things=4, skip_mismatched=['eomt.class_head'])
+    resumed.load_state_dict(finetuned.state_dict())
+    assert_same_weights(resumed, finetuned)
+
+    # Only the named prefixes are let through.
+    with pytest.raises(ValueError, match='eomt.queries.weight'):
+        detector(skip_mismatched=['eomt.class_head']).load_state_dict(
+            {k: v for k, v in authors.items() if k != 'network.q.weight'}, strict=False)

@@ -1,0 +1,126 @@
+"""tools/train.py and tools/test.py: arguments, config merging, AMP, resume (no training run)."""
+import importlib.util
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIGS = osp.join(ROOT, 'configs', 'eomt')
+COCO_L = osp.join(CONFIGS, 'eomt_vit-l_8xb2-12e_coco-panoptic-640.py')
+ADE_PAN = osp.join(CONFIGS, 'eomt_vit-l_8xb2-31e_ade20k-panoptic-640.py')
+ADE_SEM = osp.join(CONFIGS, 'eomt_vit-l_8xb2-31e_ade20k-semantic-512.py')
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f'mmeomt_tool_{name}',
+                                                  osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_tool = load_tool('train')
+test_tool = load_tool('test')
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_help(tool):
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools', f'{tool}.py'), '--help'],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for option in ['--work-dir', '--cfg-options', '--launcher']:
+        assert option in out.stdout
+    if tool == 'train':
+        assert '--resume' in out.stdout and '--amp' in out.stdout
+    else:
+        assert '--out' in out.stdout and '--show-dir' in out.stdout
+
+
+def test_train_merges_cfg_options_and_work_dir(tmp_path):
+    args = train_tool.parse_args([
+        COCO_L, '--work-dir', str(tmp_path), '--launcher', 'none', '--cfg-options',
+        'train_cfg.max_iters=100', 'model.eomt.num_queries=7',
+        'default_hooks.mask_annealing.start_iters=[1,2,3,4]'])
+    cfg = train_tool.build_config(args)
+    assert cfg.work_dir == str(tmp_path)
+    assert cfg.launcher == 'none'
+    assert cfg.train_cfg.max_iters == 100
+    assert cfg.model.eomt.num_queries == 7
+    assert cfg.default_hooks.mask_annealing.start_iters == [1, 2, 3, 4]
+    assert cfg.optim_wrapper.type == 'OptimWrapper'
+    assert cfg.resume is False
+
+
+def test_default_work_dir_is_named_after_the_config():
+    cfg = train_tool.build_config(train_tool.parse_args([COCO_L]))
+    assert cfg.work_dir == osp.join('./work_dirs', 'eomt_vit-l_8xb2-12e_coco-panoptic-640')
+
+
+def test_amp_switches_the_optim_wrapper():
+    from mmeomt.engine import has_accelerator
+    cfg = train_tool.build_config(train_tool.parse_args([COCO_L, '--amp']))
+    if has_accelerator():
+        assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+        assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    else:
+        assert cfg.optim_wrapper.type == 'mmeomt.AmpOptimWrapper'
+        assert cfg.optim_wrapper.dtype == 'bfloat16'
+    # Everything else of the wrapper is kept.
+    assert cfg.optim_wrapper.constructor == 'mmeomt.EoMTOptimWrapperConstructor'
+    assert cfg.optim_wrapper.clip_grad == dict(max_norm=0.01, norm_type=2)
+
+
+def test_resume_with_a_path():
+    cfg = train_tool.build_config(train_tool.parse_args([COCO_L, '--resume', 'a/iter_8.pth']))
+    assert cfg.resume is True and cfg.load_from == 'a/iter_8.pth'
+
+
+def test_resume_auto_without_checkpoints_keeps_the_initialisation(tmp_path):
+    args = train_tool.parse_args([ADE_PAN, '--resume', '--work-dir', str(tmp_path)])
+    assert args.resume == 'auto'
+    cfg = train_tool.build_config(args)
+    # A fresh ADE20K run still starts from its COCO weights.
+    assert cfg.resume is False
+    assert cfg.load_from.endswith('coco_panoptic_eomt_large_640/resolve/main/pytorch_model.bin')
+
+
+def test_resume_auto_skips_a_truncated_checkpoint(tmp_path):
+    torch.save(dict(meta=dict(iter=4)), tmp_path / 'iter_4.pth')
+    torch.save(dict(meta=dict(iter=8)), tmp_path / 'iter_8.pth')
+    good = (tmp_path / 'iter_8.pth').read_bytes()
+    (tmp_path / 'iter_12.pth').write_bytes(good[:len(good) // 2])  # killed while writing
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_12.pth'))
+    cfg = train_tool.build_config(
+        train_tool.parse_args([COCO_L, '--resume', 'auto', '--work-dir', str(tmp_path)]))
+    assert cfg.resume is True and cfg.load_from == str(tmp_path / 'iter_8.pth')
+
+    # An empty pointer (killed while writing it) falls back the same way.
+    (tmp_path / 'last_checkpoint').write_text('')
+    assert train_tool.find_resumable_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_8.pth')
+
+
+def test_test_tool_detection_config(tmp_path):
+    out = str(tmp_path / 'preds.pkl')
+    args = test_tool.parse_args([COCO_L, 'ckpt.pth', '--work-dir', str(tmp_path), '--out', out,
+                                 '--show-dir', str(tmp_path / 'vis'), '--cfg-options',
+                                 'test_dataloader.batch_size=1'])
+    cfg = test_tool.build_config(args)
+    assert cfg.load_from == 'ckpt.pth' and cfg.resume is False
+    assert cfg.test_evaluator[-1] == dict(type='DumpDetResults', out_file_path=out)
+    assert cfg.test_evaluator[0].type == 'CocoPanopticMetric'
+    assert cfg.default_hooks.visualization.draw is True
+    assert cfg.default_hooks.visualization.test_out_dir == str(tmp_path / 'vis')
+    with pytest.raises(ValueError, match='.pkl'):
+        test_tool.build_config(test_tool.parse_args([COCO_L, 'ckpt.pth', '--out', 'x.json']))
+
+
+def test_test_tool_semantic_config(tmp_path):
+    args = test_tool.parse_args([ADE_SEM, 'ckpt.pth', '--out', str(tmp_path / 'png'),
+                                 '--show-dir', str(tmp_path / 'vis')])
+    cfg = test_tool.build_config(args)
+    assert cfg.test_evaluator.output_dir == str(tmp_path / 'png')
+    assert cfg.test_evaluator.keep_results is True
+    assert cfg.visualizer.save_dir == str(tmp_path / 'vis')

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Distributed evaluation with torchrun.
+#   tools/dist_test.sh CONFIG CHECKPOINT NUM_GPUS [test.py options]
+# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR (and PORT) on every node.
+set -euo pipefail
+if [ $# -lt 3 ]; then
+    echo "usage: $0 CONFIG CHECKPOINT NUM_GPUS [test.py options]" >&2
+    exit 2
+fi
+CONFIG=$1
+CHECKPOINT=$2
+GPUS=$3
+shift 3
+TOOLS_DIR=$(cd "$(dirname "$0")" && pwd)
+export PYTHONPATH="${TOOLS_DIR}/..${PYTHONPATH:+:${PYTHONPATH}}"
+exec torchrun \
+    --nnodes="${NNODES:-1}" \
+    --node_rank="${NODE_RANK:-0}" \
+    --master_addr="${MASTER_ADDR:-127.0.0.1}" \
+    --master_port="${PORT:-29500}" \
+    --nproc_per_node="${GPUS}" \
+    "${TOOLS_DIR}/test.py" "${CONFIG}" "${CHECKPOINT}" --launcher pytorch "$@"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Distributed training on one or more nodes with torchrun.
+#   tools/dist_train.sh CONFIG NUM_GPUS [train.py options]
+# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR (and PORT) on every node.
+set -euo pipefail
+if [ $# -lt 2 ]; then
+    echo "usage: $0 CONFIG NUM_GPUS [train.py options]" >&2
+    exit 2
+fi
+CONFIG=$1
+GPUS=$2
+shift 2
+TOOLS_DIR=$(cd "$(dirname "$0")" && pwd)
+export PYTHONPATH="${TOOLS_DIR}/..${PYTHONPATH:+:${PYTHONPATH}}"
+exec torchrun \
+    --nnodes="${NNODES:-1}" \
+    --node_rank="${NODE_RANK:-0}" \
+    --master_addr="${MASTER_ADDR:-127.0.0.1}" \
+    --master_port="${PORT:-29500}" \
+    --nproc_per_node="${GPUS}" \
+    "${TOOLS_DIR}/train.py" "${CONFIG}" --launcher pytorch "$@"

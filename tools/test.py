@@ -1,0 +1,99 @@
+"""Evaluate an EoMT checkpoint (the interface of mmdet's and mmseg's ``test.py``).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE_OR_DIR]
+                         [--show] [--show-dir DIR] [--cfg-options ...] [--launcher ...]
+
+``--out``: panoptic/instance configs (mmdet scope) dump the raw predictions to a ``.pkl``
+(mmdet's ``DumpDetResults``); semantic configs (mmseg scope) write the predicted label maps as
+PNGs into that directory (mmseg's ``IoUMetric(output_dir=...)``).
+"""
+import argparse
+import os
+import os.path as osp
+from typing import List, Optional
+
+from mmengine.config import Config, ConfigDict, DictAction
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (evaluate) an EoMT model')
+    parser.add_argument('config', help='test config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='directory for the evaluation logs and metrics')
+    parser.add_argument('--out', help='where to dump the predictions (.pkl for panoptic/instance '
+                        'configs, a directory of PNGs for semantic configs)')
+    parser.add_argument('--show', action='store_true', help='show the predictions in a window')
+    parser.add_argument('--show-dir', help='directory to save visualised predictions to')
+    parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. test_dataloader.batch_size=1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def _enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise ValueError('--show/--show-dir need default_hooks.visualization in the config')
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        if cfg.get('default_scope') == 'mmseg':
+            # SegVisualizationHook draws into the visualizer's save_dir.
+            cfg.visualizer['save_dir'] = args.show_dir
+        else:
+            hook['test_out_dir'] = args.show_dir
+
+
+def _add_output(cfg: Config, out: str) -> None:
+    if cfg.get('default_scope') == 'mmseg':
+        evaluators = cfg.test_evaluator
+        for evaluator in evaluators if isinstance(evaluators, list) else [evaluators]:
+            if evaluator.get('type') == 'IoUMetric':
+                evaluator['output_dir'] = out
+                evaluator['keep_results'] = True
+        return
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl or .pickle file for this config, got {out!r}')
+    evaluators = cfg.test_evaluator
+    evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
+    cfg.test_evaluator = evaluators + [ConfigDict(type='DumpDetResults', out_file_path=out)]
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.show or args.show_dir:
+        _enable_visualization(cfg, args)
+    if args.out is not None:
+        _add_output(cfg, args.out)
+    return cfg
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    cfg = build_config(args)
+    import mmeomt.engine  # noqa: F401  (mmeomt's hooks)
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

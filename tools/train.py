@@ -1,0 +1,144 @@
+"""Train an EoMT model from a config file (the interface of mmdet's and mmseg's ``train.py``).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [auto|CKPT]] [--amp]
+                          [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+
+Distributed: ``tools/dist_train.sh CONFIG NUM_GPUS [ARGS]``.
+"""
+import argparse
+import glob
+import os
+import os.path as osp
+import re
+import zipfile
+from typing import List, Optional
+
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train an EoMT model')
+    parser.add_argument('config', help='train config file')
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints (default: '
+                        'work_dirs/<config name>, unless the config sets work_dir)')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto', metavar='CKPT',
+        help='resume training (iteration, optimizer, schedulers) from CKPT; with no value or '
+        '"auto", from the latest intact checkpoint in the work dir (starting afresh if none)')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='automatic mixed precision: float16 with loss scaling on a GPU (as the authors), '
+        'bfloat16 on the CPU')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config entries, e.g. train_cfg.max_iters=1000 '
+        'model.eomt.num_queries=100 "default_hooks.mask_annealing.start_iters=[1,2,3,4]"')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local_rank (older) or --local-rank (newer).
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def _is_intact(path: str) -> bool:
+    """A checkpoint written by torch.save is a zip file; a truncated one has no end record."""
+    return osp.isfile(path) and zipfile.is_zipfile(path)
+
+
+def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume auto`` continues from.
+
+    mmengine's own choice is the path in ``work_dir/last_checkpoint``; if that file is missing,
+    empty or names a missing or truncated checkpoint, the newest intact ``iter_*.pth`` /
+    ``epoch_*.pth`` in ``work_dir`` is used instead.
+    """
+    candidates = []
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(pointer):
+        with open(pointer, encoding='utf-8') as f:
+            path = f.read().strip()
+        if path:
+            candidates.append(path)
+
+    def number(path: str) -> int:
+        return int(re.search(r'_(\d+)\.pth$', path).group(1))
+
+    numbered = [p for p in glob.glob(osp.join(work_dir, '*.pth'))
+                if re.search(r'(?:^|/)(?:iter|epoch)_\d+\.pth$', p)]
+    candidates += sorted(numbered, key=number, reverse=True)
+    return next((p for p in candidates if _is_intact(p)), None)
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switch ``cfg.optim_wrapper`` to mixed precision.
+
+    mmengine's ``AmpOptimWrapper`` needs an accelerator; without one, mmeomt's subclass runs
+    bfloat16 autocast on the CPU.
+    """
+    from mmeomt.engine import has_accelerator
+
+    wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper_type in ('AmpOptimWrapper', 'mmeomt.AmpOptimWrapper'):
+        print_log(f'--amp: optim_wrapper is already {wrapper_type}', logger='current')
+        return
+    if wrapper_type != 'OptimWrapper':
+        raise ValueError(f'--amp switches an OptimWrapper to mixed precision; this config '
+                         f'has optim_wrapper.type={wrapper_type!r}')
+    if has_accelerator():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        cfg.optim_wrapper.type = 'mmeomt.AmpOptimWrapper'
+        cfg.optim_wrapper.dtype = 'bfloat16'
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The config the Runner gets: file + ``--cfg-options`` + work dir, AMP and resume flags."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        enable_amp(cfg)
+
+    if args.resume == 'auto':
+        checkpoint = find_resumable_checkpoint(cfg.work_dir)
+        if checkpoint is None:
+            # Keep the config's load_from (e.g. the COCO weights of ADE20K panoptic): a fresh
+            # start must be the same as without --resume.
+            print_log(f'--resume auto: no intact checkpoint in {cfg.work_dir}, starting '
+                      'from scratch', logger='current')
+            cfg.resume = False
+        else:
+            cfg.resume = True
+            cfg.load_from = checkpoint
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    return cfg
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    cfg = build_config(args)
+    # Registers mmeomt's hooks, schedulers and optim wrappers even for configs that name them
+    # before anything imported mmeomt.engine.
+    import mmeomt.engine  # noqa: F401
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
