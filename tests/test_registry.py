@@ -70,6 +70,6 @@ def test_runner_builds_from_a_minimal_config_naming_mmeomt_modules(tmp_path):
         constructor='mmeomt.EoMTOptimWrapperConstructor',
         optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05)))
     scheduler = PARAM_SCHEDULERS.build(dict(
-        type='mmeomt.TwoStageWarmupPolyLR', optimizer=optim_wrapper, end=100, by_epoch=False))
+        type='mmeomt.TwoStageWarmupPolyLR', optimizer=optim_wrapper, end=3000, by_epoch=False))
     assert isinstance(scheduler, TwoStageWarmupPolyLR)
     assert {g['vit'] for g in optim_wrapper.optimizer.param_groups if 'vit' in g} == {True, False}
