@@ -20,7 +20,9 @@ model = dict(
     num_stuff_classes=num_stuff_classes,
     # COCO's class head (134 outputs) does not fit ADE20K's (151): it keeps its initialisation,
     # as the authors' load_ckpt_class_head=False.  Every other weight must fit.
-    skip_mismatched=['eomt.class_head'])
+    skip_mismatched=['eomt.class_head'],
+    # The released ADE20K weights use ADE20K's class order (see the dataset base file).
+    checkpoint_class_order={{_base_.ade150_class_index}})
 
 # COCO-panoptic pre-training, as the authors (--model.ckpt_path <COCO pytorch_model.bin>
 # --model.load_ckpt_class_head False): their released COCO model, converted on load.  The

@@ -20,11 +20,17 @@ fine-tune on another label set, the authors' ``load_ckpt_class_head=False``) kee
 initialisation when the checkpoint lacks them or holds another shape, with a warning.  Weights
 that fit are still loaded, so resuming such a fine-tuning run restores them.
 
+A foreign checkpoint may number its classes differently from the dataset the config uses: the
+authors' ADE20K panoptic models use ADE20K's 150-class order, mmdet's ``ADE20KPanopticDataset``
+puts the 100 thing classes first.  ``class_order`` gives, for each of the model's classes, its
+row in the checkpoint's class head; the rows are permuted on load (for converted checkpoints
+only: our own checkpoints are already in the model's order).
+
 DINOv2 weights for the backbone alone are not whole-model checkpoints: they go through the
 backbone's ``init_cfg`` (its own pre-hook converts them).
 """
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
 from torch import Tensor, nn
@@ -55,8 +61,34 @@ def _skipped(key: str, prefixes: Sequence[str]) -> bool:
     return any(key == p or key.startswith(p + '.') for p in prefixes)
 
 
+def reorder_class_head(state_dict: Dict[str, Tensor], head: str,
+                       class_order: Sequence[int]) -> bool:
+    """Permute the class-head rows ``head + '.weight'`` / ``'.bias'`` in place so that row ``i``
+    is the checkpoint's row ``class_order[i]``; the last ("no object") row stays last.
+
+    Returns:
+        False (and changes nothing) when the checkpoint's head has another class count, e.g. a
+        COCO head loaded for fine-tuning on ADE20K (``skip_mismatched`` handles that).
+
+    Raises:
+        ValueError: ``class_order`` is not a permutation of the checkpoint's classes.
+    """
+    weight = state_dict.get(head + '.weight')
+    if weight is None or weight.shape[0] != len(class_order) + 1:
+        return False
+    if sorted(class_order) != list(range(len(class_order))):
+        raise ValueError(f'checkpoint_class_order must be a permutation of 0..'
+                         f'{len(class_order) - 1}, got {list(class_order)}')
+    rows = list(class_order) + [len(class_order)]
+    for name in (head + '.weight', head + '.bias'):
+        if name in state_dict:
+            state_dict[name] = state_dict[name][rows]
+    return True
+
+
 def fit_eomt_checkpoint(model: nn.Module, state_dict: Dict[str, Tensor], prefix: str,
-                        skip_mismatched: Sequence[str] = ()) -> None:
+                        skip_mismatched: Sequence[str] = (),
+                        class_order: Optional[Sequence[int]] = None) -> None:
     """Convert the keys of ``state_dict`` under ``prefix`` to ``model``'s and check them, in place.
 
     Args:
@@ -66,6 +98,8 @@ def fit_eomt_checkpoint(model: nn.Module, state_dict: Dict[str, Tensor], prefix:
         skip_mismatched: prefixes of ``model``'s state-dict keys, e.g. ``('eomt.class_head',)``,
             that may be absent from the checkpoint or have another shape there; such entries
             are dropped and the parameters keep their current values.
+        class_order: for each of the model's classes, the checkpoint's class index; applied
+            to converted (not mmeomt) checkpoints whose class head has as many classes.
 
     Raises:
         ValueError: an unrecognised checkpoint, or one that does not fit: the message lists
@@ -86,6 +120,8 @@ def fit_eomt_checkpoint(model: nn.Module, state_dict: Dict[str, Tensor], prefix:
         for key in keys:
             del state_dict[key]
         state_dict.update((prefix + k, v) for k, v in converted.items())
+        if class_order is not None:
+            reorder_class_head(state_dict, prefix + core + 'class_head', class_order)
 
     # Fit ViT weights (position grid, patch kernel) before comparing shapes; EoMTViT's own hook
     # then finds them fitting and leaves them alone.
@@ -132,4 +168,4 @@ def fit_eomt_checkpoint(model: nn.Module, state_dict: Dict[str, Tensor], prefix:
                   level=logging.WARNING)
 
 
-__all__ = ['fit_eomt_checkpoint']
+__all__ = ['fit_eomt_checkpoint', 'reorder_class_head']

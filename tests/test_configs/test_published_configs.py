@@ -394,3 +394,24 @@ def test_ade20k_panoptic_starts_from_coco_without_its_class_head(tmp_path):
             assert value.shape[0] == 151 and source[key].shape[0] == 134
         else:
             assert torch.equal(value, source[key]), key
+
+
+def test_ade20k_panoptic_class_order_follows_mmdets_converter():
+    """checkpoint_class_order maps mmdet's things-first ADE20K panoptic labels to the authors'
+    ADE20K-150 indices: derived here from the category list of mmdet's own ade20k2coco.py (the
+    script that writes the dataset these configs read), by class name."""
+    import ast
+
+    import mmdet
+    from mmdet.datasets.ade20k import ADE20KPanopticDataset
+    converter = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'dataset_converters',
+                         'ade20k2coco.py')
+    with open(converter) as f:
+        ade150 = next(ast.literal_eval(node.value) for node in ast.parse(f.read()).body
+                      if isinstance(node, ast.Assign)
+                      and getattr(node.targets[0], 'id', '') == 'ORIGINAL_CATEGORIES')
+    expected = [ade150.index(name) for name in ADE20KPanopticDataset.METAINFO['classes']]
+    # The stuff part is the authors' stuff_classes list (eomt_facts.md §6).
+    assert expected[100:][:8] == [0, 1, 2, 3, 4, 5, 6, 9]
+    for path in glob.glob(osp.join(CONFIG_DIR, 'eomt_vit-*_ade20k-panoptic-*.py')):
+        assert Config.fromfile(path).model.checkpoint_class_order == expected, path

@@ -233,3 +233,37 @@ def test_skip_mismatched_class_head(tmp_path):
     with pytest.raises(ValueError, match='eomt.queries.weight'):
         detector(skip_mismatched=['eomt.class_head']).load_state_dict(
             {k: v for k, v in authors.items() if k != 'network.q.weight'}, strict=False)
+
+
+def test_checkpoint_class_order_permutes_a_foreign_class_head():
+    """The authors' ADE20K panoptic heads use another class order than the dataset: row i of
+    the model's head is the checkpoint's row class_order[i]; "no object" stays last."""
+    src = source()  # 5 classes, class head (6, 64)
+    order = [2, 0, 4, 1, 3]
+    model = detector(checkpoint_class_order=order)
+    model.load_state_dict(eomt_to_authors(src.eomt.state_dict()))
+    rows = order + [5]
+    assert torch.equal(model.eomt.class_head.weight, src.eomt.class_head.weight[rows])
+    assert torch.equal(model.eomt.class_head.bias, src.eomt.class_head.bias[rows])
+    assert torch.equal(model.eomt.queries.weight, src.eomt.queries.weight)  # nothing else moves
+
+    # Our own checkpoints are already in the model's order (e.g. resuming).
+    ours = detector(checkpoint_class_order=order)
+    ours.load_state_dict(model.state_dict())
+    assert_same_weights(ours, model)
+
+    # A head of another class count (COCO weights for ADE20K fine-tuning) is left to
+    # skip_mismatched.
+    coco = source(things=4, stuff=3)
+    fine_tune = detector(checkpoint_class_order=order, skip_mismatched=['eomt.class_head'])
+    before = fine_tune.eomt.class_head.weight.clone()
+    fine_tune.load_state_dict(eomt_to_authors(coco.eomt.state_dict()), strict=False)  # as mmengine
+    assert torch.equal(fine_tune.eomt.class_head.weight, before)
+
+
+def test_checkpoint_class_order_is_checked():
+    with pytest.raises(ValueError, match='one entry per class'):
+        detector(checkpoint_class_order=[0, 1, 2])
+    model = detector(checkpoint_class_order=[0, 0, 1, 2, 3])
+    with pytest.raises(ValueError, match='permutation'):
+        model.load_state_dict(eomt_to_authors(source().eomt.state_dict()))

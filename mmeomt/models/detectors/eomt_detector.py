@@ -71,6 +71,10 @@ class EoMTDetector(BaseDetector):
             when absent or of another shape (they keep their initialisation).  Any other
             mismatch fails the load; see :mod:`mmeomt.models.checkpoint`, which also converts
             the authors' and transformers checkpoints on load.
+        checkpoint_class_order: for each class of this model, its index in the class head of
+            the authors' (or transformers) checkpoints this config loads, when they number the
+            classes differently; e.g. the ADE20K panoptic configs, whose dataset lists things
+            first while the authors use ADE20K's 150-class order.
     """
 
     # The per-task results of MaskFormerFusionHead go into the data samples as mmdet's
@@ -85,10 +89,12 @@ class EoMTDetector(BaseDetector):
                  test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None,
-                 skip_mismatched: Sequence[str] = ()):
+                 skip_mismatched: Sequence[str] = (),
+                 checkpoint_class_order: Optional[Sequence[int]] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.eomt = MODELS.build(eomt)
         self.skip_mismatched = tuple(skip_mismatched)
+        self.checkpoint_class_order = checkpoint_class_order
         self._register_load_state_dict_pre_hook(self._fit_checkpoint)
         self.num_things_classes = num_things_classes
         self.num_stuff_classes = num_stuff_classes
@@ -98,6 +104,9 @@ class EoMTDetector(BaseDetector):
                 f'EoMTDetector: eomt.num_classes ({self.eomt.num_classes}) must equal '
                 f'num_things_classes + num_stuff_classes ({num_things_classes} + '
                 f'{num_stuff_classes} = {self.num_classes})')
+        if checkpoint_class_order is not None and len(checkpoint_class_order) != self.num_classes:
+            raise ValueError(f'EoMTDetector: checkpoint_class_order needs one entry per class '
+                             f'({self.num_classes}), got {len(checkpoint_class_order)}')
         loss = dict(loss)
         loss.setdefault('num_classes', self.num_classes)
         if loss['num_classes'] != self.num_classes:
@@ -124,7 +133,8 @@ class EoMTDetector(BaseDetector):
 
     def _fit_checkpoint(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Convert and check a checkpoint before it loads (``load_state_dict`` pre-hook)."""
-        fit_eomt_checkpoint(self, state_dict, prefix, self.skip_mismatched)
+        fit_eomt_checkpoint(self, state_dict, prefix, self.skip_mismatched,
+                            self.checkpoint_class_order)
 
     def extract_feat(self, batch_inputs: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
         """The core's predictions: lists of ``(B, Q, H/4, W/4)`` and ``(B, Q, C + 1)``."""

@@ -86,3 +86,17 @@ val_evaluator = dict(
     seg_prefix=data_root + 'ade20k_panoptic_val/',
     backend_args=backend_args)
 test_evaluator = val_evaluator
+
+# The authors' ADE20K panoptic models number classes in ADE20K's 150-class order; the dataset
+# above (mmdet's ADE20KPanopticDataset, written by mmdet's ade20k2coco.py) lists the 100 things
+# first, then the 50 stuff classes.  For each of its labels, the authors' class index, so their
+# released class heads are permuted on load (EoMTDetector.checkpoint_class_order).
+ade150_class_index = [
+    7, 8, 10, 12, 14, 15, 18, 19, 20, 22, 23, 24, 27, 30, 31, 32, 33, 35, 36, 37, 38, 39, 41, 42,
+    43, 44, 45, 47, 49, 50, 53, 55, 56, 57, 58, 62, 64, 65, 66, 67, 69, 70, 71, 72, 73, 74, 75, 76,
+    78, 80, 81, 82, 83, 85, 86, 87, 88, 89, 90, 92, 93, 95, 97, 98, 102, 103, 104, 107, 108, 110,
+    111, 112, 115, 116, 118, 119, 120, 121, 123, 124, 125, 126, 127, 129, 130, 132, 133, 134, 135,
+    136, 137, 138, 139, 142, 143, 144, 146, 147, 148, 149, 0, 1, 2, 3, 4, 5, 6, 9, 11, 13, 16, 17,
+    21, 25, 26, 28, 29, 34, 40, 46, 48, 51, 52, 54, 59, 60, 61, 63, 68, 77, 79, 84, 91, 94, 96, 99,
+    100, 101, 105, 106, 109, 113, 114, 117, 122, 128, 131, 140, 141, 145
+]
