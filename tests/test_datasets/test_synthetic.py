@@ -16,7 +16,7 @@ from mmeomt.datasets.synthetic import (CLASSES, STUFF_CLASSES, THING_CLASSES,
                                        generate_synthetic_dataset)
 from mmeomt.utils.panopticapi_compat import rgb2id
 
-NUM_TRAIN, NUM_VAL = 10, 3  # seed 0 puts a crowd in train image 9, so the crowd path is tested
+NUM_TRAIN, NUM_VAL = 11, 3  # seed 0 puts a crowd in train image 10, so the crowd path is tested
 
 
 def read_tree(root: str) -> dict:
