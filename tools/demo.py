@@ -1,0 +1,279 @@
+"""EoMT end to end on the synthetic shapes: data -> training -> evaluation -> prediction PNGs.
+
+    python tools/demo.py [--task panoptic|instance|semantic] [--work-dir DIR]
+                         [--data-root data/synthetic] [--max-iters N] [--num-vis N]
+                         [--cfg-options KEY=VALUE ...]
+
+1. Writes the synthetic dataset (``mmeomt/datasets/synthetic.py``) under ``--data-root`` unless
+   it is already there (the generator is idempotent).
+2. Trains ``configs/eomt/synthetic/eomt_vit-t_synthetic-<task>.py`` from scratch with
+   mmengine's Runner (log lines with the ETA, masked-attention probabilities and losses).
+3. Evaluates on the validation split with the task's real metric (PQ, COCO mask AP, mIoU),
+   prints a summary and writes it to ``<work_dir>/metrics.json``.
+4. Draws ``--num-vis`` validation images as ``image | ground truth | prediction`` with mmdet's
+   ``DetLocalVisualizer`` / mmseg's ``SegLocalVisualizer`` into ``<work_dir>/vis/``.
+
+``--max-iters`` shortens (or lengthens) the schedule: warm-ups and annealing windows scale with
+it, so a short run still goes through every stage of the real one.
+"""
+import argparse
+import json
+import numbers
+import os
+import os.path as osp
+import time
+from typing import Dict, List, Optional
+
+from mmengine.config import Config, DictAction
+from mmengine.hooks import Hook
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = {
+    task: osp.join(ROOT, 'configs', 'eomt', 'synthetic', f'eomt_vit-t_synthetic-{task}.py')
+    for task in ('panoptic', 'instance', 'semantic')
+}
+# The headline metric of each task as the evaluators name it, and its scale to percent.
+HEADLINE = {
+    'panoptic': ('coco_panoptic/PQ', 1.0, 'PQ'),
+    'instance': ('coco/segm_mAP', 100.0, 'mask AP'),
+    'semantic': ('mIoU', 1.0, 'mIoU'),
+}
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Train and evaluate EoMT on the synthetic shapes, then draw predictions')
+    parser.add_argument('--task', choices=sorted(CONFIGS), default='panoptic')
+    parser.add_argument('--work-dir', help='logs, checkpoint, metrics.json and vis/ '
+                        '(default: work_dirs/demo_<task>)')
+    parser.add_argument('--data-root', default='data/synthetic',
+                        help='synthetic dataset root, written there if absent')
+    parser.add_argument('--num-train', type=int, default=None,
+                        help='training images to generate (default: the config\'s '
+                        'synthetic_data.num_train)')
+    parser.add_argument('--num-val', type=int, default=None,
+                        help='validation images to generate (default: the config\'s)')
+    parser.add_argument('--max-iters', type=int, default=None,
+                        help='training iterations (default: the config\'s); warm-ups and '
+                        'annealing windows are scaled along')
+    parser.add_argument('--num-vis', type=int, default=4,
+                        help='validation images to draw into <work_dir>/vis/')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch intra-op threads (default: torch\'s, one per core)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config entries last, e.g. train_dataloader.batch_size=4')
+    args = parser.parse_args(argv)
+    for name in ('num_train', 'num_val', 'max_iters', 'threads'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SystemExit(f'--{name.replace("_", "-")} must be a positive int, got {value}')
+    if args.num_vis < 0:
+        raise SystemExit(f'--num-vis must be >= 0, got {args.num_vis}')
+    return args
+
+
+def set_data_root(cfg, task: str, data_root: str) -> None:
+    """Point the config's datasets and evaluators at ``data_root`` (the generator's layout:
+    ``coco/`` for panoptic and instance, ``ade/`` for semantic)."""
+    old = cfg.data_root
+    new = osp.join(data_root, 'ade' if task == 'semantic' else 'coco', '')
+    cfg.data_root = new
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = new
+    for name in ('val_evaluator', 'test_evaluator'):
+        evaluator = cfg[name]
+        for key in ('ann_file', 'seg_prefix'):
+            if isinstance(evaluator.get(key), str) and evaluator[key].startswith(old):
+                evaluator[key] = new + evaluator[key][len(old):]
+
+
+def scale_schedule(cfg, max_iters: int) -> None:
+    """Run ``max_iters`` iterations with the config's schedule shape: the warm-ups and the
+    masked-attention annealing windows keep their fractions of the run."""
+    old = cfg.train_cfg.max_iters
+    if max_iters == old:
+        return
+
+    def scale(it: int) -> int:
+        return int(round(it * max_iters / old))
+
+    for scheduler in cfg.param_scheduler:
+        w1, w2 = scale(scheduler.warmup_iters), scale(scheduler.vit_warmup_iters)
+        # The scheduler needs w1 + w2 < max_iters.
+        if w1 + w2 >= max_iters:
+            w1, w2 = (max_iters - 1) // 3, (max_iters - 1) // 3
+        scheduler.warmup_iters, scheduler.vit_warmup_iters = w1, w2
+    hook = cfg.default_hooks.mask_annealing
+    starts = [scale(s) for s in hook.start_iters]
+    hook.start_iters = starts
+    hook.end_iters = [max(scale(e), s + 1) for s, e in zip(starts, hook.end_iters)]
+    cfg.train_cfg.max_iters = max_iters
+    cfg.train_cfg.val_interval = max_iters
+    cfg.default_hooks.checkpoint.interval = max_iters
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    cfg = Config.fromfile(CONFIGS[args.task])
+    set_data_root(cfg, args.task, args.data_root)
+    if args.max_iters is not None:
+        scale_schedule(cfg, args.max_iters)
+    cfg.work_dir = args.work_dir or osp.join('work_dirs', f'demo_{args.task}')
+    cfg.launcher = 'none'
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def make_data(cfg, args: argparse.Namespace) -> dict:
+    from mmeomt.datasets.synthetic import generate_synthetic_dataset
+
+    params = dict(cfg.get('synthetic_data', {}))
+    if args.num_train is not None:
+        params['num_train'] = args.num_train
+    if args.num_val is not None:
+        params['num_val'] = args.num_val
+    start = time.perf_counter()
+    manifest = generate_synthetic_dataset(args.data_root, **params)
+    print(f'[demo] data: {args.data_root} {json.dumps(manifest["params"])} '
+          f'({time.perf_counter() - start:.1f} s)', flush=True)
+    return manifest
+
+
+def panoptic_gt(data_sample, num_classes: int):
+    """``gt_panoptic_seg`` as mmdet encodes predictions (``label + id * INSTANCE_OFFSET``,
+    void = ``num_classes``), from the things of ``gt_instances`` and the classes of
+    ``gt_sem_seg``, so that ground truth and prediction are drawn alike."""
+    import numpy as np
+    from mmdet.evaluation.functional import INSTANCE_OFFSET
+    from mmengine.structures import PixelData
+
+    pan = data_sample.gt_sem_seg.sem_seg[0].cpu().numpy().astype(np.int64)
+    pan[pan == 255] = num_classes
+    instances = data_sample.gt_instances
+    masks = instances.masks.to_ndarray().astype(bool)
+    for i, (label, mask) in enumerate(zip(instances.labels.tolist(), masks)):
+        pan[mask] = label + (i + 1) * INSTANCE_OFFSET
+    sample = data_sample.clone()
+    del sample.gt_instances
+    del sample.gt_sem_seg
+    # As mmdet's visualiser draws predictions: a numpy map.
+    sample.gt_panoptic_seg = PixelData(sem_seg=pan[None])
+    return sample
+
+
+def draw_predictions(runner, task: str, num: int, out_dir: str) -> List[str]:
+    """``image | ground truth | prediction`` PNGs of the first ``num`` validation images.
+
+    The task's visualiser (the config's ``visualizer``) draws ground truth and prediction side
+    by side; the input image is put in front.
+    """
+    import mmcv
+    import numpy as np
+    import torch
+
+    os.makedirs(out_dir, exist_ok=True)
+    dataset = runner.val_dataloader.dataset
+    visualizer = runner.visualizer
+    visualizer.dataset_meta = dataset.metainfo
+    model = runner.model
+    model.eval()
+    paths = []
+    for index in range(min(num, len(dataset))):
+        data = dataset[index]
+        with torch.no_grad():
+            sample = model.test_step(
+                dict(inputs=[data['inputs']], data_samples=[data['data_samples']]))[0]
+        image = mmcv.imread(sample.img_path, channel_order='rgb')
+        if task == 'panoptic':
+            num_classes = len(dataset.metainfo['classes'])
+            sample = panoptic_gt(sample, num_classes)
+            if (sample.pred_panoptic_seg.sem_seg == num_classes).all():
+                # Nothing predicted: mmdet's visualiser cannot draw an empty panoptic map.
+                del sample.pred_panoptic_seg
+        name = osp.splitext(osp.basename(sample.img_path))[0]
+        path = osp.join(out_dir, f'{task}_{name}.png')
+        # Instances: EoMT keeps its top 100 (query, class) pairs, most of them low-scoring
+        # duplicates; draw the confident ones (mmdet's default threshold is 0.3).
+        extra = dict(pred_score_thr=0.5) if task == 'instance' else {}
+        visualizer.add_datasample(name, image, sample, draw_gt=True, draw_pred=True,
+                                  out_file=path, **extra)
+        # What the visualiser wrote (mmseg's does not keep the stitched image for get_image).
+        panels = mmcv.imread(path, channel_order='rgb')
+        if panels.shape[0] != image.shape[0]:
+            panels = mmcv.imresize(panels, (panels.shape[1] * image.shape[0] // panels.shape[0],
+                                            image.shape[0]))
+        mmcv.imwrite(np.concatenate([image, panels], axis=1)[..., ::-1], path)
+        paths.append(path)
+    return paths
+
+
+class KeepMetrics(Hook):
+    """Keeps the metrics of the last validation (mmengine hands them to the hooks)."""
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.metrics: Dict[str, float] = {}
+
+    def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
+        self.metrics = dict(metrics or {})
+
+
+def summarise(task: str, metrics: Dict[str, float], seconds: Dict[str, float],
+              evaluated: str) -> str:
+    key, scale, label = HEADLINE[task]
+    lines = [f'[demo] {task}: {label} = {metrics.get(key, float("nan")) * scale:.1f} '
+             f'on {evaluated}']
+    lines += [f'    {k}: {v:.4f}' if isinstance(v, float) else f'    {k}: {v}'
+              for k, v in metrics.items()]
+    lines.append('    time: ' + ', '.join(f'{k} {v:.0f} s' for k, v in seconds.items()))
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+    args = parse_args(argv)
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cfg = build_config(args)
+    # Registers mmeomt's hooks, schedulers and optim wrappers before the Runner is built.
+    import mmeomt.engine  # noqa: F401
+    from mmengine.runner import Runner
+
+    seconds = {}
+    start = time.perf_counter()
+    make_data(cfg, args)
+    seconds['data'] = time.perf_counter() - start
+
+    runner = Runner.from_cfg(cfg)
+    keep = KeepMetrics()
+    runner.register_hook(keep)
+    start = time.perf_counter()
+    # The loop validates once at its last iteration (val_interval = max_iters).
+    runner.train()
+    seconds['train + val'] = time.perf_counter() - start
+    # Plain floats: mmseg's metrics are numpy scalars, which json cannot write.
+    metrics = {k: float(v) if isinstance(v, numbers.Real) else v
+               for k, v in keep.metrics.items()}
+    if not metrics:
+        raise RuntimeError('[demo] training ended without a validation; keep '
+                           'train_cfg.val_interval <= max_iters')
+
+    start = time.perf_counter()
+    paths = draw_predictions(runner, args.task, args.num_vis, osp.join(cfg.work_dir, 'vis'))
+    seconds['vis'] = time.perf_counter() - start
+
+    with open(osp.join(cfg.work_dir, 'metrics.json'), 'w', encoding='utf-8') as f:
+        json.dump(dict(task=args.task, metrics=metrics, seconds=seconds), f, indent=2)
+    val_set = runner.val_dataloader.dataset
+    prefix = val_set.data_prefix.get('img', val_set.data_prefix.get('img_path'))
+    print(summarise(args.task, metrics, seconds, f'the {len(val_set)} images of {prefix}'),
+          flush=True)
+    for path in paths:
+        print(f'[demo] prediction: {path}', flush=True)
+    return metrics
+
+
+if __name__ == '__main__':
+    main()
