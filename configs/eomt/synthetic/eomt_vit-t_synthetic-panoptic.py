@@ -2,51 +2,36 @@
 # The demo of `make demo` (tools/demo.py): trains from scratch in minutes on 2 CPU cores.
 #
 # Everything is the published COCO panoptic set-up (_base_: mmdet adapter, COCO panoptic
-# pipelines, AdamW + layer-wise lr decay + clipping, two-stage warm-up + poly, masked-attention
-# annealing, deep supervision, the published post-processing, CocoPanopticMetric); only what a
-# tiny model trained for a few minutes needs is overridden, each with its reason.
+# pipelines with large-scale jitter, AdamW + layer-wise lr decay + clipping, two-stage warm-up +
+# poly, masked-attention annealing, deep supervision, the published post-processing,
+# CocoPanopticMetric); what a tiny model trained for a few minutes needs is in
+# synthetic/_base_/eomt_vit-t_synthetic.py, each with its reason.
 _base_ = [
     '../_base_/models/eomt_det.py',
     '../_base_/datasets/coco_panoptic_640.py',
-    '../_base_/schedules/eomt_adamw.py',
+    './_base_/eomt_vit-t_synthetic.py',
     '../_base_/default_runtime_det.py'
 ]
 
-# Scenes are 160-256 px; at 128 the smallest shapes are still a few mask cells wide (masks are
-# at 1/4) and a training iteration takes ~0.2 s on 2 cores.
-crop_size = (128, 128)
+crop_size = _base_.synthetic_crop_size
 data_root = 'data/synthetic/coco/'
 num_things_classes = 5
 num_stuff_classes = 3
 num_classes = num_things_classes + num_stuff_classes
-# ~8 minutes on 2 cores (~0.2 s per iteration), so that data + training + evaluation fit in 10.
-max_iters = 2200
-# What tools/demo.py generates under --data-root if it is absent (one dataset for all tasks).
-synthetic_data = dict(num_train=400, num_val=100, seed=0)
 
 model = dict(
     eomt=dict(
-        backbone=dict(
-            # ViT-T (192 dims, 6 blocks, 3 heads): the smallest ViT; the position grid is
-            # crop / 16.  No pretrained weights exist for it (and no internet here): from scratch.
-            arch='tiny',
-            img_size=crop_size,
-            # DINOv2's 1e-5 suits loaded weights; from scratch it would start every residual
-            # branch switched off.
-            layer_scale_init_value=1.0,
-            init_cfg=None),
+        backbone=_base_.synthetic_backbone,
         num_classes=num_classes,
         # A scene has at most 8 things + a crowd + 3 stuff regions.
         num_queries=20,
-        # The last quarter to third of the blocks see the queries, as in EoMT-S/B (3 of 12).
-        num_blocks=2),
-    # 32 x 32 mask logits have 1024 cells (12544 points would sample each 12 times); half of
-    # them, importance-sampled, as the authors sample 12544 of 160 x 160 = 25600.
-    loss=dict(num_classes=num_classes, num_points=512),
+        num_blocks=_base_.synthetic_num_blocks),
+    loss=dict(num_classes=num_classes, num_points=_base_.synthetic_num_points),
     num_things_classes=num_things_classes,
     num_stuff_classes=num_stuff_classes)
 
 
+# (Old-style mmengine configs cannot share a function through _base_, hence one per task file.)
 def _at_crop(transform):
     """A transform of the real pipeline with its 640 crop replaced by ``crop_size`` (also the
     ``Pad`` inside the test pipeline's ``KeyMapper``); nothing else changes."""
@@ -63,47 +48,19 @@ train_pipeline = [_at_crop(t) for t in _base_.train_pipeline]
 test_pipeline = [_at_crop(t) for t in _base_.test_pipeline]
 
 train_dataloader = dict(
-    # Half the published 16: twice the updates in the same time.
-    batch_size=8,
-    # On 2 cores: one loader process beside the two compute threads.
-    num_workers=1,
+    **_base_.synthetic_train_loader,
     dataset=dict(
-        type='mmeomt.SyntheticPanopticDataset',
-        data_root=data_root,
-        pipeline=train_pipeline))
+        type='mmeomt.SyntheticPanopticDataset', data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=4,
     num_workers=1,
     dataset=dict(
-        type='mmeomt.SyntheticPanopticDataset',
-        data_root=data_root,
-        pipeline=test_pipeline))
+        type='mmeomt.SyntheticPanopticDataset', data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(
     ann_file=data_root + 'annotations/panoptic_val2017.json',
     seg_prefix=data_root + 'annotations/panoptic_val2017/')
 test_evaluator = val_evaluator
 
-optim_wrapper = dict(
-    # Mixed precision, as the authors (tools/train.py --amp): bfloat16 autocast, which the CPU
-    # runs ~1.3x faster here; the published AdamW, weight decay, layer decay and clipping stay.
-    type='mmeomt.AmpOptimWrapper',
-    dtype='bfloat16',
-    # 1e-4 is for fine-tuning a pretrained encoder; from scratch 4e-4.
-    optimizer=dict(lr=4e-4))
-# The two-stage warm-up at about the published fractions of the run (500 and 1000 of 39k-177k
-# iterations): non-ViT 20 iterations, then the ViT 40.
-param_scheduler = [dict(_base_.param_scheduler[0], warmup_iters=20, vit_warmup_iters=40)]
-# One validation, at the end (tools/demo.py reports it).
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-
-default_hooks = dict(
-    # A progress line (losses, lr, annealing, ETA) every ~5 s.
-    logger=dict(interval=25),
-    checkpoint=dict(interval=max_iters, max_keep_ckpts=1),
-    # Masked attention annealed block by block over the first and last windows of the EoMT-S/B
-    # schedule (1/6-1/3 and 2/3-5/6 of the run), so the last sixth trains without masks.
-    mask_annealing=dict(
-        start_iters=[max_iters // 6, max_iters * 2 // 3],
-        end_iters=[max_iters // 3, max_iters * 5 // 6]))
+default_hooks = _base_.synthetic_hooks
 log_processor = dict(window_size=25)
