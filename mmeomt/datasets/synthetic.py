@@ -11,12 +11,12 @@ One set of scenes is written in the three formats the real configs read:
 
 A scene is a background split into up to three textured *stuff* regions (stripes, checker,
 noise) by smooth random boundaries, an optional unlabelled clutter blob (void), an optional crowd
-(a tight group of small shapes of one class, labelled as one ``iscrowd`` region) and one to seven
+(a tight group of small shapes of one class, labelled as one ``iscrowd`` region) and one to eight
 *thing* instances: shaded shapes whose class is their outline (circle, square, triangle, star,
 cross), with random size, rotation, position and colour.  Each class draws its colours from its
 own family (a band of hues; vivid for things, muted for the stuff textures), so that colour is a
 second, easier cue beside shape: with shape alone, a ViT-T trained from scratch for the demo's
-8 minutes on 2 CPU cores stayed near chance (PQ <= 12); with the colour families it passes the
+8 minutes on 2 CPU cores stayed near chance (PQ <= 12.4); with the colour families it passes the
 demo's targets.  The bands of neighbouring classes nearly meet (circle and square touch), so
 colour is a strong cue but not always a sufficient one.  Later instances are drawn over earlier
 ones, so instances touch and occlude; a placement that would hide most of an earlier instance is
