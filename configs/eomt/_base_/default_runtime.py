@@ -1,0 +1,34 @@
+# What the runtimes of all configs share (default_runtime_det.py / default_runtime_seg.py add the
+# host scope, the checkpoint interval and the visualiser).
+custom_imports = dict(imports=['mmeomt'], allow_failed_imports=False)
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    # mmengine's CheckpointHook, but a killed job never leaves a truncated checkpoint.
+    checkpoint=dict(
+        type='mmeomt.AtomicCheckpointHook',
+        by_epoch=False,
+        save_last=True,
+        max_keep_ckpts=3),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    # EOMT.md §1: masked attention annealed block by block.  The iterations depend on the model
+    # size (num_blocks) and the schedule, so every model config sets start_iters / end_iters.
+    mask_annealing=dict(
+        type='mmeomt.MaskAnnealingHook', start_iters=None, end_iters=None, power=0.9))
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'))
+
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(vis_backends=vis_backends, name='visualizer')
+log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
+log_level = 'INFO'
+
+# The authors seed everything with 0.
+randomness = dict(seed=0)
+load_from = None
+resume = False
