@@ -9,10 +9,11 @@ PNGs into that directory (mmseg's ``IoUMetric(output_dir=...)``).
 """
 import argparse
 import os
-import os.path as osp
 from typing import List, Optional
 
 from mmengine.config import Config, ConfigDict, DictAction
+
+from mmeomt.utils.tool_config import build_runner, load_tool_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -67,14 +68,7 @@ def _add_output(cfg: Config, out: str) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     if args.show or args.show_dir:
@@ -86,13 +80,7 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    cfg = build_config(args)
-    import mmeomt.engine  # noqa: F401  (mmeomt's hooks)
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.test()
+    build_runner(build_config(args)).test()
 
 
 if __name__ == '__main__':

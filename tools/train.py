@@ -16,6 +16,8 @@ from typing import List, Optional
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
+from mmeomt.utils.tool_config import build_runner, load_tool_config
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train an EoMT model')
@@ -97,16 +99,7 @@ def enable_amp(cfg: Config) -> None:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The config the Runner gets: file + ``--cfg-options`` + work dir, AMP and resume flags."""
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-
+    cfg = load_tool_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if args.amp:
         enable_amp(cfg)
 
@@ -129,15 +122,7 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    cfg = build_config(args)
-    # Registers mmeomt's hooks, schedulers and optim wrappers even for configs that name them
-    # before anything imported mmeomt.engine.
-    import mmeomt.engine  # noqa: F401
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    build_runner(build_config(args)).train()
 
 
 if __name__ == '__main__':

@@ -1,0 +1,35 @@
+"""What tools/train.py and tools/test.py share: the config as mmdet's and mmseg's tools make it,
+and the Runner built from it."""
+import os.path as osp
+from typing import Optional
+
+from mmengine.config import Config
+
+
+def load_tool_config(path: str, cfg_options: Optional[dict] = None,
+                     work_dir: Optional[str] = None, launcher: str = 'none') -> Config:
+    """``path`` with ``--cfg-options`` merged and ``--launcher`` set.
+
+    The work dir is ``work_dir`` if given, else the config's own ``work_dir``, else
+    ``./work_dirs/<config name>`` (mmdet's and mmseg's rule).
+    """
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
+def build_runner(cfg: Config):
+    """mmengine's ``Runner`` for ``cfg`` (or the config's ``runner_type``)."""
+    # Registers mmeomt's hooks, schedulers and optim wrappers even for configs that name them
+    # before anything imported mmeomt.engine.
+    import mmeomt.engine  # noqa: F401
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
