@@ -172,6 +172,8 @@ def draw_predictions(runner, task: str, num: int, out_dir: str) -> List[str]:
     import numpy as np
     import torch
 
+    from mmeomt.apis.inferencer import drop_empty_panoptic
+
     os.makedirs(out_dir, exist_ok=True)
     dataset = runner.val_dataloader.dataset
     visualizer = runner.visualizer
@@ -187,10 +189,7 @@ def draw_predictions(runner, task: str, num: int, out_dir: str) -> List[str]:
         image = mmcv.imread(sample.img_path, channel_order='rgb')
         if task == 'panoptic':
             num_classes = len(dataset.metainfo['classes'])
-            sample = panoptic_gt(sample, num_classes)
-            if (sample.pred_panoptic_seg.sem_seg == num_classes).all():
-                # Nothing predicted: mmdet's visualiser cannot draw an empty panoptic map.
-                del sample.pred_panoptic_seg
+            sample = drop_empty_panoptic(panoptic_gt(sample, num_classes), num_classes)
         name = osp.splitext(osp.basename(sample.img_path))[0]
         path = osp.join(out_dir, f'{task}_{name}.png')
         # Instances: EoMT keeps its top 100 (query, class) pairs, most of them low-scoring

@@ -61,6 +61,20 @@ def _dataset_meta(cfg: Config, checkpoint: Optional[dict]) -> dict:
     return dict(DATASETS.build(dataset_cfg).metainfo)
 
 
+def drop_empty_panoptic(sample, num_classes: int):
+    """``sample`` (a ``DetDataSample``) as mmdet's ``DetLocalVisualizer`` can draw it.
+
+    mmdet's panoptic drawing fails on a prediction without any segment (every pixel is void,
+    ``num_classes``: it stacks an empty list of areas); such a prediction is left out (on a
+    copy), so the image is drawn without it.
+    """
+    if 'pred_panoptic_seg' in sample and bool(
+            (sample.pred_panoptic_seg.sem_seg == num_classes).all()):
+        sample = sample.clone()
+        del sample.pred_panoptic_seg
+    return sample
+
+
 def _load_weights(model: nn.Module, checkpoint: Optional[dict]) -> None:
     if checkpoint is None:
         warnings.warn('No weights given: the predictions come from a randomly initialised model')
@@ -101,16 +115,8 @@ class EoMTDetInferencer(DetInferencer):
         return super()._init_pipeline(cfg)
 
     def visualize(self, inputs: list, preds: list, **kwargs) -> Optional[List[np.ndarray]]:
-        # mmdet's panoptic drawing fails on a prediction without any segment (it stacks an
-        # empty list of areas); such an image is shown as it is.
-        void = len(self.model.dataset_meta['classes'])
-        drawable = []
-        for pred in preds:
-            if 'pred_panoptic_seg' in pred and bool(
-                    (pred.pred_panoptic_seg.sem_seg == void).all()):
-                pred = pred.clone()
-                del pred.pred_panoptic_seg
-            drawable.append(pred)
+        num_classes = len(self.model.dataset_meta['classes'])
+        drawable = [drop_empty_panoptic(pred, num_classes) for pred in preds]
         return super().visualize(inputs, drawable, **kwargs)
 
 

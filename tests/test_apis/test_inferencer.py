@@ -120,3 +120,31 @@ def test_image_demo_writes_pngs(server, tmp_path, image):
     assert demo.main([str(path), 'tiny_panoptic', '--metafile', str(metafile), '--device',
                       'cpu', '--out-dir', str(out_dir)]) == 0
     assert changed(out_dir / 'scene.png', array).any()
+
+
+def test_an_empty_panoptic_prediction_is_drawn_as_the_bare_image():
+    """mmdet's visualiser cannot draw a panoptic map without segments; drop_empty_panoptic
+    leaves such a prediction out (on a copy) and keeps any other prediction."""
+    from mmdet.structures import DetDataSample
+    from mmdet.visualization import DetLocalVisualizer
+    from mmengine.structures import PixelData
+
+    from mmeomt.apis.inferencer import drop_empty_panoptic
+
+    image = np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    empty = DetDataSample(pred_panoptic_seg=PixelData(sem_seg=np.full((1, 24, 32), VOID)))
+    visualizer = DetLocalVisualizer(name='empty_panoptic_test')
+    visualizer.dataset_meta = dict(classes=CLASSES, thing_classes=THING_CLASSES,
+                                   palette='random')
+    with pytest.raises(ValueError, match='need at least one array to stack'):
+        visualizer.add_datasample('raw', image, empty, draw_gt=False)
+
+    drawable = drop_empty_panoptic(empty, VOID)
+    assert 'pred_panoptic_seg' not in drawable and 'pred_panoptic_seg' in empty
+    visualizer.add_datasample('dropped', image, drawable, draw_gt=False)
+    np.testing.assert_array_equal(visualizer.get_image(), image)
+
+    sem_seg = np.full((1, 24, 32), VOID)
+    sem_seg[0, :8, :8] = 1
+    segment = DetDataSample(pred_panoptic_seg=PixelData(sem_seg=sem_seg))
+    assert drop_empty_panoptic(segment, VOID) is segment
