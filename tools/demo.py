@@ -236,16 +236,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     cfg = build_config(args)
-    # Registers mmeomt's hooks, schedulers and optim wrappers before the Runner is built.
-    import mmeomt.engine  # noqa: F401
-    from mmengine.runner import Runner
+    from mmeomt.utils.tool_config import build_runner
 
     seconds = {}
     start = time.perf_counter()
     make_data(cfg, args)
     seconds['data'] = time.perf_counter() - start
 
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     keep = KeepMetrics()
     runner.register_hook(keep)
     start = time.perf_counter()
