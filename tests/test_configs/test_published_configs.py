@@ -68,14 +68,6 @@ def parse(path):
     return info
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_every_published_model_has_a_config():
     assert {osp.basename(c) for c in CONFIGS} == PUBLISHED
 

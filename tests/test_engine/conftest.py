@@ -50,15 +50,6 @@ class RandomImages(Dataset):
         return dict(inputs=torch.rand(3, 32, 32, generator=generator))
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run ~100x slower with 2 intra-op threads on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tiny_model():
     torch.manual_seed(0)
