@@ -64,6 +64,7 @@ class MaskAnnealingHook(Hook):
         self.start_iters = list(start_iters)
         self.end_iters = list(end_iters)
         self.power = power
+        self._found: list = []  # the EoMT cores of the model, set in before_train
 
     def probs(self, it: int) -> List[float]:
         """``[p_0(it), ..., p_{L2-1}(it)]``."""
@@ -85,9 +86,9 @@ class MaskAnnealingHook(Hook):
                     'block (EOMT.md §1 lists them per model size)')
         return cores
 
-    def _apply(self, runner) -> None:
+    def _apply(self, runner, cores: list) -> None:
         probs = self.probs(runner.iter)
-        for core in self._cores(runner):
+        for core in cores:
             # In place, so the buffer stays the registered one (DDP broadcasts it from rank 0;
             # every rank computes the same values anyway).
             with torch.no_grad():
@@ -97,10 +98,14 @@ class MaskAnnealingHook(Hook):
             runner.message_hub.update_scalar(f'train/attn_mask_prob_{k}', p)
 
     def before_train(self, runner) -> None:
+        # The cores are found (and checked) once per run, not by walking the model's modules
+        # every iteration.
+        self._found = self._cores(runner)
         # Also here, so that a validation or the first iteration after a resume sees the values
         # of the resumed iteration (the checkpoint's buffer holds those of the iteration before).
-        self._apply(runner)
+        self._apply(runner, self._found)
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch: Optional[dict] = None) -> None:
-        self._apply(runner)
+        # (_cores never returns an empty list: it raises.)
+        self._apply(runner, self._found or self._cores(runner))
