@@ -2,15 +2,15 @@
 
 Data samples in, data samples out.  Training turns each ``DetDataSample`` into one
 ``InstanceData(labels, masks)`` of target masks and calls the core and :class:`EoMTLoss`;
-inference runs the core once and hands the final mask logits to mmdet's
-``MaskFormerFusionHead``, which implements EoMT's post-processing (EOMT.md §5).
+inference runs the core once and hands the final stride-4 logits to :class:`EoMTFusionHead`:
+mmdet's ``MaskFormerFusionHead`` rules (EoMT's post-processing, EOMT.md §5) applied to the
+selected queries only.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch.nn.functional as F
 from mmdet.models.detectors import BaseDetector, MaskFormer
-from mmdet.models.seg_heads import MaskFormerFusionHead
 from mmdet.models.utils import preprocess_panoptic_gt
 from mmdet.structures import SampleList
 from mmdet.structures.mask import BitmapMasks
@@ -19,6 +19,7 @@ from torch import Tensor
 
 from mmeomt.registry import MODELS
 from ..checkpoint import fit_eomt_checkpoint
+from .fusion_head import EoMTFusionHead
 
 DEFAULT_TEST_CFG = dict(
     panoptic_on=True,
@@ -34,12 +35,14 @@ DEFAULT_TEST_CFG = dict(
 class EoMTDetector(BaseDetector):
     """EoMT for panoptic (things + stuff) and instance (things only) segmentation.
 
-    Post-processing is mmdet's ``MaskFormerFusionHead``, checked line by line against the
-    authors' code (eomt_facts.md §4):
+    Post-processing follows mmdet's ``MaskFormerFusionHead``, checked line by line against the
+    authors' code (eomt_facts.md §4); :class:`EoMTFusionHead` applies its rules to the queries
+    a result keeps, before resizing anything:
 
-    * Before it, the final mask logits ``(B, Q, H/4, W/4)`` are upsampled bilinearly
-      (``align_corners=False``) to the padded batch input; the fusion head then removes the
-      padding (``img_shape``) and resizes bilinearly to ``ori_shape``, as the authors do.
+    * The final mask logits ``(B, Q, H/4, W/4)`` of the selected queries are upsampled
+      bilinearly (``align_corners=False``) to the padded batch input, the padding
+      (``img_shape``) is removed and they are resized bilinearly to ``ori_shape``, as the
+      authors do.
     * Panoptic: softmax max over ``C + 1`` classes, keep ``label != no-object and score >
       object_mask_thr`` (strict), per-pixel argmax of ``score * sigmoid(mask)``; the ratio test
       compares the argmax area with the area of ``sigmoid >= 0.5`` *before* that area is
@@ -61,7 +64,7 @@ class EoMTDetector(BaseDetector):
         loss: config of ``mmeomt.EoMTLoss``; ``num_classes`` defaults to the core's.
         num_things_classes: thing classes come first in the label space ...
         num_stuff_classes: ... then stuff classes (0 for instance segmentation).
-        test_cfg: post-processing options of ``MaskFormerFusionHead``; keys given here override
+        test_cfg: post-processing options of ``EoMTFusionHead`` (mmdet's); keys given here override
             :data:`DEFAULT_TEST_CFG` (EoMT's values).  Instance models set
             ``panoptic_on=False, instance_on=True``.
         data_preprocessor: e.g. ``mmdet.DetDataPreprocessor`` config.
@@ -77,7 +80,7 @@ class EoMTDetector(BaseDetector):
             first while the authors use ADE20K's 150-class order.
     """
 
-    # The per-task results of MaskFormerFusionHead go into the data samples as mmdet's
+    # The per-task results of the fusion head go into the data samples as mmdet's
     # MaskFormer puts them (pred_panoptic_seg / pred_instances).
     add_pred_to_datasample = MaskFormer.add_pred_to_datasample
 
@@ -126,7 +129,7 @@ class EoMTDetector(BaseDetector):
             raise ValueError(
                 f'EoMTDetector: test_cfg.max_per_image ({self.test_cfg["max_per_image"]}) must '
                 f'not exceed num_queries * num_classes ({top_k_pool}), the pool of top-k')
-        self.fusion_head = MaskFormerFusionHead(
+        self.fusion_head = EoMTFusionHead(
             num_things_classes=num_things_classes,
             num_stuff_classes=num_stuff_classes,
             test_cfg=self.test_cfg)
@@ -216,8 +219,8 @@ class EoMTDetector(BaseDetector):
             ``pred_instances`` (``masks`` ``(N, h, w)``, ``labels``, ``scores``, ``bboxes``).
         """
         mask_logits_list, class_logits_list = self.eomt(batch_inputs)
-        mask_logits = F.interpolate(mask_logits_list[-1], size=batch_inputs.shape[-2:],
-                                    mode='bilinear', align_corners=False)
-        results_list = self.fusion_head.predict(class_logits_list[-1], mask_logits,
-                                                batch_data_samples, rescale=rescale)
+        results_list = self.fusion_head.predict(class_logits_list[-1], mask_logits_list[-1],
+                                                batch_data_samples,
+                                                batch_input_shape=batch_inputs.shape[-2:],
+                                                rescale=rescale)
         return self.add_pred_to_datasample(batch_data_samples, results_list)
