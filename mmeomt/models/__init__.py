@@ -3,7 +3,7 @@ from .checkpoint import fit_eomt_checkpoint
 from .detectors import EoMTDetector
 from .eomt import EoMT
 from .losses import EoMTLoss
-from .segmentors import EoMTSegmentor
+from .segmentors import EoMTSegDataPreProcessor, EoMTSegmentor
 
 __all__ = ['EoMTViT', 'EoMT', 'EoMTLoss', 'EoMTDetector', 'EoMTSegmentor',
-           'fit_eomt_checkpoint']
+           'EoMTSegDataPreProcessor', 'fit_eomt_checkpoint']

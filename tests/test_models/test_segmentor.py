@@ -198,3 +198,95 @@ def test_config_errors_are_named():
         build(test_cfg=dict(mode='slide'))
     with pytest.raises(ValueError, match='crop_size'):
         build(test_cfg=dict(mode='window'))
+
+
+# ---------------------------------------------------------------------------------------------
+# Window inference is the same as before it made and added the windows' scores one at a time.
+# One window's GEMM sums in another order than the batched GEMM of all windows did, so scores
+# agree to float rounding (<= 1e-6 on scores in [0, 1]) and the predicted labels are identical.
+
+def previous_slide(model, image):
+    """The windowed inference before that change: every window's queries upsampled and turned
+    into scores at once, ``(n, C, crop, crop)``, then summed."""
+    h, w = image.shape[-2:]
+    crop = model.crop
+    if min(h, w) != crop:
+        scale = crop / min(h, w)
+        size = (max(crop, round(h * scale)), max(crop, round(w * scale)))
+        image = torch.nn.functional.interpolate(image, size=size, mode='bilinear',
+                                                align_corners=False)
+    H, W = image.shape[-2:]
+    along_h = H > W
+    starts = window_starts(H if along_h else W, crop)
+    windows = [image[..., s:s + crop, :] if along_h else image[..., :, s:s + crop]
+               for s in starts]
+    mask_logits_list, class_logits_list = model.eomt(torch.cat(windows))
+    mask_logits = torch.nn.functional.interpolate(mask_logits_list[-1], size=(crop, crop),
+                                                  mode='bilinear', align_corners=False)
+    window_scores = per_pixel_scores(mask_logits, class_logits_list[-1])
+    sums = image.new_zeros(1, model.num_classes, H, W)
+    counts = image.new_zeros(1, 1, H, W)
+    for s, score in zip(starts, window_scores):
+        if along_h:
+            sums[..., s:s + crop, :] += score
+            counts[..., s:s + crop, :] += 1
+        else:
+            sums[..., :, s:s + crop] += score
+            counts[..., :, s:s + crop] += 1
+    scores = sums / counts
+    if (H, W) != (h, w):
+        scores = torch.nn.functional.interpolate(scores, size=(h, w), mode='bilinear',
+                                                 align_corners=False)
+    return scores
+
+
+@pytest.mark.parametrize('shape', [(32, 32), (32, 75), (101, 32), (45, 61)])
+def test_window_scores_same_as_the_previous_implementation(shape):
+    model = build(num_classes=5, eomt_classes=5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        image = torch.randn(1, 3, *shape)
+        with torch.no_grad():
+            new, old = model.slide(image), previous_slide(model, image)
+    finally:
+        torch.set_num_threads(threads)
+    assert new.shape == old.shape == (1, 5, *shape)
+    assert (new - old).abs().max() <= 1e-6
+    assert torch.equal(new.argmax(1), old.argmax(1))
+
+
+def test_a_test_batch_of_different_sizes_predicts_as_one_image_at_a_time():
+    """EoMTSegDataPreProcessor pads a test batch to its largest image and records the
+    padding; the windows leave it out, so each image gets what it gets alone."""
+    init_default_scope('mmseg')
+    model = build()
+    model.data_preprocessor = MODELS.build(dict(
+        type='mmeomt.EoMTSegDataPreProcessor', mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255,
+        size=(CROP, CROP)))
+    model.eval()
+    g = torch.Generator().manual_seed(0)
+    shapes = [(32, 70), (48, 32), (32, 32)]
+    images = [torch.randint(0, 256, (3, *s), generator=g, dtype=torch.uint8) for s in shapes]
+
+    def sample(shape):
+        return SegDataSample(metainfo=dict(img_shape=shape, ori_shape=(shape[0] + 7,
+                                                                       shape[1] * 2)))
+
+    with torch.no_grad():
+        alone = [model.test_step(dict(inputs=[image], data_samples=[sample(s)]))[0]
+                 for image, s in zip(images, shapes)]
+        batch = model.test_step(dict(inputs=images, data_samples=[sample(s) for s in shapes]))
+    for one, batched, shape in zip(alone, batch, shapes):
+        assert batched.pred_sem_seg.data.shape == (1, shape[0] + 7, shape[1] * 2)
+        assert torch.equal(one.pred_sem_seg.data, batched.pred_sem_seg.data)
+        assert torch.equal(one.seg_logits.data, batched.seg_logits.data)
+    assert batch[1].img_padding_size == [0, 70 - 32, 0, 0]
+
+
+def test_a_test_batch_of_different_sizes_needs_data_samples():
+    init_default_scope('mmseg')
+    preprocessor = MODELS.build(dict(type='mmeomt.EoMTSegDataPreProcessor'))
+    with pytest.raises(ValueError, match='needs data_samples'):
+        preprocessor(dict(inputs=[torch.zeros(3, 8, 8), torch.zeros(3, 8, 9)]), False)

@@ -192,25 +192,34 @@ class EoMTSegmentor(BaseSegmentor):
             batch_img_metas = [dict(ori_shape=inputs.shape[2:], padding_size=[0, 0, 0, 0])
                                ] * inputs.shape[0]
         if self.test_cfg['mode'] == 'whole':
-            scores = self.encode_decode(inputs, batch_img_metas)
-        else:
-            scores = self.window_inference(inputs, batch_img_metas)
-        return self.postprocess_result(scores, data_samples)
+            return self.postprocess_result(self.encode_decode(inputs, batch_img_metas),
+                                           data_samples)
+        # One image at a time: a batch holds one score map, of the image being finished.
+        results = []
+        for i, img_meta in enumerate(batch_img_metas):
+            scores = self.window_inference(inputs[i:i + 1], [img_meta])
+            results += self.postprocess_result(
+                scores, None if data_samples is None else data_samples[i:i + 1])
+        return results
 
     def window_inference(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
         """Window-averaged scores ``(B, C, H, W)`` (zero on padding, which is removed later)."""
         H, W = inputs.shape[-2:]
-        scores = inputs.new_zeros(inputs.shape[0], self.num_classes, H, W)
+        scores = []
         for i, img_meta in enumerate(batch_img_metas):
             # The keys and (left, right, top, bottom) order of postprocess_result.
-            left, right, top, bottom = img_meta.get('img_padding_size',
-                                                    img_meta.get('padding_size', [0] * 4))
-            scores[i, :, top:H - bottom, left:W - right] = self.slide(
-                inputs[i:i + 1, :, top:H - bottom, left:W - right])[0]
-        return scores
+            padding = img_meta.get('img_padding_size', img_meta.get('padding_size', [0] * 4))
+            left, right, top, bottom = padding
+            image_scores = self.slide(inputs[i:i + 1, :, top:H - bottom, left:W - right])
+            scores.append(F.pad(image_scores, tuple(padding)) if any(padding) else image_scores)
+        return scores[0] if len(scores) == 1 else torch.cat(scores)
 
     def slide(self, image: Tensor) -> Tensor:
         """EoMT's windowed inference on one image.
+
+        One forward runs all windows; their scores are then made and added one window at a
+        time, so besides the sum only one window's ``(C, crop, crop)`` scores and its queries'
+        masks upsampled to the window exist at once.
 
         Args:
             image: ``(1, 3, h, w)``, normalised, without padding.
@@ -226,25 +235,21 @@ class EoMTSegmentor(BaseSegmentor):
             image = F.interpolate(image, size=size, mode='bilinear', align_corners=False)
         H, W = image.shape[-2:]
         along_h = H > W
-        starts = window_starts(H if along_h else W, crop)
-        windows = [
-            image[..., s:s + crop, :] if along_h else image[..., :, s:s + crop] for s in starts
-        ]
-        mask_logits_list, class_logits_list = self.eomt(torch.cat(windows))
-        mask_logits = F.interpolate(mask_logits_list[-1], size=(crop, crop), mode='bilinear',
-                                    align_corners=False)
-        window_scores = per_pixel_scores(mask_logits, class_logits_list[-1])
+        regions = [(slice(s, s + crop), slice(None)) if along_h else
+                   (slice(None), slice(s, s + crop))
+                   for s in window_starts(H if along_h else W, crop)]
+        mask_logits_list, class_logits_list = self.eomt(
+            torch.cat([image[..., rows, cols] for rows, cols in regions]))
 
         sums = image.new_zeros(1, self.num_classes, H, W)
         counts = image.new_zeros(1, 1, H, W)
-        for s, score in zip(starts, window_scores):
-            if along_h:
-                sums[..., s:s + crop, :] += score
-                counts[..., s:s + crop, :] += 1
-            else:
-                sums[..., :, s:s + crop] += score
-                counts[..., :, s:s + crop] += 1
-        scores = sums / counts
+        for j, (rows, cols) in enumerate(regions):
+            mask_logits = F.interpolate(mask_logits_list[-1][j:j + 1], size=(crop, crop),
+                                        mode='bilinear', align_corners=False)
+            sums[..., rows, cols] += per_pixel_scores(mask_logits,
+                                                      class_logits_list[-1][j:j + 1])
+            counts[..., rows, cols] += 1
+        scores = sums.div_(counts)
         if (H, W) != (h, w):
             scores = F.interpolate(scores, size=(h, w), mode='bilinear', align_corners=False)
         return scores

@@ -6,7 +6,7 @@ custom_imports = dict(imports=['mmeomt'], allow_failed_imports=False)
 model = dict(
     type='mmeomt.EoMTSegmentor',
     data_preprocessor=dict(
-        type='SegDataPreProcessor',
+        type='mmeomt.EoMTSegDataPreProcessor',
         mean=[123.675, 116.28, 103.53],
         std=[58.395, 57.12, 57.375],
         bgr_to_rgb=True,

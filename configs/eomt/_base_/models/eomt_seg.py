@@ -5,7 +5,7 @@ num_classes = 150
 # ImageNet statistics on RGB 0-255 pixels.  The training pipeline already pads to the crop with
 # pixel value 0 (before normalisation, as the authors); `size` only satisfies mmseg's batching.
 data_preprocessor = dict(
-    type='SegDataPreProcessor',
+    type='mmeomt.EoMTSegDataPreProcessor',
     mean=[123.675, 116.28, 103.53],
     std=[58.395, 57.12, 57.375],
     bgr_to_rgb=True,
