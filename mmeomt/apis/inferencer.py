@@ -203,15 +203,18 @@ class EoMTInferencer:
         return self.inferencer.model.dataset_meta
 
     def __call__(self, inputs: InputsType, out_dir: Optional[str] = None, batch_size: int = 1,
-                 pred_score_thr: float = 0.3, opacity: float = 0.5) -> dict:
-        """Predict and visualise.
+                 return_vis: bool = False, pred_score_thr: float = 0.3,
+                 opacity: float = 0.5) -> dict:
+        """Predict and, when asked, visualise.
 
         Args:
             inputs: an image path, a folder of images, a BGR ``(H, W, 3)`` uint8 array, or a
                 list of paths/arrays.
             out_dir: where to write one visualisation PNG per image (``<image stem>.png``,
                 ``<index>.png`` for arrays); None writes nothing.
-            batch_size: images per forward pass.
+            batch_size: images per forward pass; the predictions do not depend on it.
+            return_vis: also return the visualisations (they are drawn whenever ``out_dir``
+                is given); as in mmdet's and mmseg's inferencers, nothing is drawn otherwise.
             pred_score_thr: instance models draw instances scoring at least this.
             opacity: semantic overlays: weight of the colour map over the image.
 
@@ -219,24 +222,25 @@ class EoMTInferencer:
             ``predictions``: data samples (mmdet ``DetDataSample`` with ``pred_panoptic_seg``
             or ``pred_instances``; mmseg ``SegDataSample`` with ``pred_sem_seg``);
             ``visualization``: RGB ``(H, W, 3)`` uint8 arrays (panoptic colours with class
-            names, instance masks with labels and scores, semantic overlays with names);
-            ``out_files``: the PNGs written.
+            names, instance masks with labels and scores, semantic overlays with names), or
+            None when nothing was drawn; ``out_files``: the PNGs written.
         """
         inferencer = self.inferencer
         inputs = inferencer._inputs_to_list(inputs)
         if not inputs:
             raise ValueError('EoMTInferencer: no images given (an empty list or folder)')
-        if self.scope == 'mmdet':
-            init_default_scope('mmdet')
-            results = inferencer(inputs, batch_size=batch_size, return_vis=True,
-                                 no_save_vis=True, no_save_pred=True, return_datasamples=True,
-                                 pred_score_thr=pred_score_thr)
-            preds, vis = results['predictions'], results['visualization']
-        else:
-            init_default_scope('mmseg')
-            preds = []
-            for data in inferencer.preprocess(inputs, batch_size=batch_size):
-                preds.extend(inferencer.forward(data))
+        draw = bool(out_dir) or return_vis
+        init_default_scope(self.scope)
+        preds = []
+        for data in inferencer.preprocess(inputs, batch_size=batch_size):
+            if self.scope == 'mmdet':  # mmdet's batches are (original inputs, data)
+                data = data[1]
+            preds.extend(inferencer.forward(data))
+        vis = None
+        if draw and self.scope == 'mmdet':
+            vis = inferencer.visualize(inputs, preds, return_vis=True, no_save_vis=True,
+                                       pred_score_thr=pred_score_thr)
+        elif draw:
             vis = inferencer.visualize(inputs, preds, return_vis=True, opacity=opacity,
                                        with_labels=True)
         out_files = self._write(inputs, vis, out_dir) if out_dir else []

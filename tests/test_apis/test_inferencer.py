@@ -148,3 +148,48 @@ def test_an_empty_panoptic_prediction_is_drawn_as_the_bare_image():
     sem_seg[0, :8, :8] = 1
     segment = DetDataSample(pred_panoptic_seg=PixelData(sem_seg=sem_seg))
     assert drop_empty_panoptic(segment, VOID) is segment
+
+
+def confident(model, seed=0):
+    """Random weights with sharp class and mask heads: many queries confident, of several
+    classes (panoptic segments, instances and semantic labels of more than one class)."""
+    randomise(model, seed)
+    with torch.no_grad():
+        model.eomt.class_head.weight.mul_(40.0)
+        model.eomt.mask_head[4].weight.mul_(40.0)
+        model.eomt.attn_mask_probs.zero_()
+    return model
+
+
+@pytest.mark.parametrize('task', ['panoptic', 'instance', 'semantic'])
+def test_batch_size_does_not_change_the_predictions(tmp_path, task):
+    weights = tmp_path / f'{task}.pth'
+    torch.save({'state_dict': confident(build(task)).state_dict()}, weights)
+    inferencer = EoMTInferencer(str(CONFIGS / f'eomt_tiny_{task}.py'), weights=str(weights),
+                                device='cpu')
+    rng = np.random.default_rng(0)
+    # Different sizes and aspect ratios: semantic batches are padded to the largest image.
+    images = [rng.integers(0, 256, shape, dtype=np.uint8)
+              for shape in [(144, 240, 3), (200, 120, 3), (64, 64, 3), (90, 300, 3)]]
+    alone = inferencer(images, batch_size=1)
+    batched = inferencer(images, batch_size=3)
+    assert alone['visualization'] is None and alone['out_files'] == []  # nothing drawn
+    kinds = set()
+    for one, many, image in zip(alone['predictions'], batched['predictions'], images):
+        if task == 'panoptic':
+            a, b = one.pred_panoptic_seg.sem_seg, many.pred_panoptic_seg.sem_seg
+            kinds |= set(torch.unique(a).tolist())
+        elif task == 'instance':
+            a, b = one.pred_instances, many.pred_instances
+            for key in ('masks', 'labels', 'bboxes'):
+                assert torch.equal(a[key], b[key]), key
+            # A batched GEMM rounds in another order: scores agree to float precision.
+            torch.testing.assert_close(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+            kinds |= set(a.labels[a.scores > 0.3].tolist())
+            a, b = a.masks, b.masks
+        else:
+            a, b = one.pred_sem_seg.data, many.pred_sem_seg.data
+            kinds |= set(torch.unique(a).tolist())
+        assert a.shape[-2:] == image.shape[:2]
+        assert torch.equal(a, b)
+    assert len(kinds) >= 3, kinds  # the comparison covered real predictions

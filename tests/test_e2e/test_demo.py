@@ -122,6 +122,16 @@ def test_short_demo_learns_and_draws(task, data_root, tmp_path, two_threads):
         f'{task}: {key} = {after:.4f} after {SHORT_RUN[task]["iters"]} iterations, '
         f'{before:.4f} untrained')
 
+    # Validation in batches of 3 (semantic: images of different sizes padded together) gives
+    # the metrics of batch 1.
+    from mmeomt.utils.tool_config import build_runner
+    cfg = demo.build_config(demo.parse_args(
+        demo_args(task, data_root, str(tmp_path / 'batched')) + ['val_dataloader.batch_size=3']))
+    assert cfg.val_dataloader.batch_size == 3
+    cfg.load_from = osp.join(work_dir, f'iter_{SHORT_RUN[task]["iters"]}.pth')
+    batched = build_runner(cfg).val()
+    assert batched[key] == pytest.approx(after, abs=1e-6)
+
     with open(osp.join(work_dir, 'metrics.json'), encoding='utf-8') as f:
         summary = json.load(f)
     assert summary['task'] == task
