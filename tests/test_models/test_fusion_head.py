@@ -15,7 +15,7 @@ from mmdet.models.seg_heads import MaskFormerFusionHead
 from mmdet.structures import DetDataSample
 
 from mmeomt.models.detectors import fusion_head as fusion_module
-from mmeomt.models.detectors.fusion_head import EoMTFusionHead, chunks
+from mmeomt.models.detectors.fusion_head import EoMTFusionHead, chunks, row_sums
 
 THINGS, STUFF = 5, 3
 NUM_CLASSES = THINGS + STUFF
@@ -92,8 +92,8 @@ def assert_same(new, old):
                 assert x.dtype == y.dtype and torch.equal(x, y), key
 
 
-@pytest.mark.parametrize('chunk_elements', [None, 3 * 157 * 203, 5 * 64 * 51],
-                         ids=['one-chunk', 'chunks-of-3', 'chunks-of-5'])
+@pytest.mark.parametrize('chunk_elements', [None, 3 * 157 * 203, 5 * 64 * 51, 1],
+                         ids=['default', 'chunks-of-3', 'chunks-of-5', 'smallest'])
 def test_identical_to_mmdet_fusion_head(chunk_elements):
     pairs = [logits(seed) for seed in range(len(SHAPES))]
     cls = torch.stack([c for c, _ in pairs])
@@ -155,15 +155,38 @@ def test_only_the_kept_queries_are_resized(monkeypatch):
     instance_queries = len(torch.unique(top.indices[top.indices % NUM_CLASSES < THINGS] //
                                         NUM_CLASSES))
     assert sum(resized) == kept + instance_queries
-    assert max(resized) <= 5  # chunks of 4, a left-over single mask joins the last chunk
+    assert max(resized) <= 5  # chunks of 4 (instance: a left-over mask joins the last one)
 
 
-def test_chunks_never_leave_a_single_mask_behind():
+def test_chunks():
     for num in range(1, 12):
-        parts = list(chunks(num, pixels=10, max_elements=30))
-        assert [i for p in parts for i in range(num)[p]] == list(range(num))
-        assert all(p.stop - p.start >= 2 for p in parts) or num == 1
-        assert all(p.stop - p.start <= 4 for p in parts)
+        for min_size in (1, 2):
+            parts = list(chunks(num, pixels=10, max_elements=30, min_size=min_size))
+            assert [i for p in parts for i in range(num)[p]] == list(range(num))
+            assert all(p.stop - p.start <= 3 + (min_size - 1) for p in parts)
+            if min_size == 2 and num > 1:  # never a lone mask
+                assert all(p.stop - p.start >= 2 for p in parts)
+    assert [p.stop - p.start for p in chunks(5, pixels=100, max_elements=30)] == [1] * 5
+
+
+def test_row_sums_round_as_among_other_rows():
+    x = torch.rand(3, 1_000_003, generator=torch.Generator().manual_seed(0))
+    together = x.sum(1)
+    for i in range(3):
+        assert torch.equal(row_sums(x[i:i + 1], num_rows=3), together[i:i + 1])
+        assert torch.equal(row_sums(x[i:i + 1], num_rows=1), x[i:i + 1].sum(1))
+
+
+def test_one_query_in_every_instance_pair():
+    """All top-k pairs come from one query: its mask is resized once and summed as mmdet's
+    head sums the k copies."""
+    _, masks = logits(6)
+    cls = torch.zeros(QUERIES, NUM_CLASSES + 1)  # 1/9 each ...
+    cls[7, :THINGS] = 30.0  # ... but query 7 is every thing class at once (1/5 each)
+    new, old = run_both(cls[None], masks[None], samples(SHAPES[:1]), max_per_image=THINGS,
+                        panoptic_on=False)
+    assert_same(new, old)
+    assert len(new[0]['ins_results']) == THINGS and new[0]['ins_results'].masks.any()
 
 
 def test_predict_needs_the_batch_input_shape():

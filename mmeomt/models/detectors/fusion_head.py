@@ -24,8 +24,9 @@ from mmengine.structures import InstanceData, PixelData
 from torch import Tensor
 
 # Masks resized at once: a chunk of K masks of P output pixels holds K * P <= this many floats
-# (x3 for the temporaries: 128 MB each), whatever the image size.
-CHUNK_ELEMENTS = 2**25
+# (16 MB: below glibc's largest mmap threshold, so chunks reuse memory instead of faulting in
+# fresh pages, and they stay in cache longer), whatever the image size.
+CHUNK_ELEMENTS = 2**22
 
 
 def resize_mask_logits(mask_logits: Tensor, batch_input_shape: Tuple[int, int],
@@ -45,21 +46,34 @@ def resize_mask_logits(mask_logits: Tensor, batch_input_shape: Tuple[int, int],
     return masks
 
 
-def chunks(num: int, pixels: int, max_elements: int = CHUNK_ELEMENTS) -> Iterator[slice]:
-    """Slices of ``range(num)`` holding at most ``max_elements // pixels`` items (>= 2).
+def chunks(num: int, pixels: int, max_elements: int = CHUNK_ELEMENTS,
+           min_size: int = 1) -> Iterator[slice]:
+    """Slices of ``range(num)`` of ``max(min_size, max_elements // pixels)`` items at most.
 
-    No slice holds a single item unless ``num == 1``: torch sums a reduction with one output
-    in another order (split across threads) than the same row among several, so a lone row
-    could differ in its last bit from the batch computation it replaces.
+    With ``min_size=2`` no slice holds a single item unless ``num == 1`` (a left-over item
+    joins the last slice): see :func:`row_sums`.
     """
-    step = max(2, max_elements // max(pixels, 1))
+    step = max(min_size, max_elements // max(pixels, 1))
     start = 0
     while start < num:
         end = min(num, start + step)
-        if num - end == 1:  # the one left over joins this chunk
+        if min_size > 1 and num - end == 1:
             end = num
         yield slice(start, end)
         start = end
+
+
+def row_sums(x: Tensor, num_rows: int) -> Tensor:
+    """``x.flatten(1).sum(1)`` rounded as when ``x`` is part of a tensor of ``num_rows`` rows.
+
+    torch sums each row of a multi-row reduction in one thread, but splits a reduction with a
+    single output across threads, which rounds differently: a lone row that mmdet's head summed
+    among others is summed here as one of two.
+    """
+    x = x.flatten(1)
+    if len(x) == 1 and num_rows > 1:
+        return x.expand(2, -1).sum(1)[:1]
+    return x.sum(1)
 
 
 class EoMTFusionHead(MaskFormerFusionHead):
@@ -150,10 +164,11 @@ class EoMTFusionHead(MaskFormerFusionHead):
                                                 device=cls_logits.device))
         best = winner = winner_sigmoid = None
         original_areas = []
+        # No float sums below: chunks of any size give the same result.
         for part in chunks(len(kept), out_shape[0] * out_shape[1], self.chunk_elements):
             queries = kept[part]
             sigmoid = resize(mask_logits[queries]).sigmoid_()
-            original_areas.append((sigmoid >= 0.5).flatten(1).sum(1))
+            original_areas.append(torch.count_nonzero(sigmoid >= 0.5, dim=(1, 2)))
             part_best, part_winner = (scores[queries].view(-1, 1, 1) * sigmoid).max(0)
             part_sigmoid = sigmoid.gather(0, part_winner[None])[0]
             part_winner += part.start
@@ -213,20 +228,24 @@ class EoMTFusionHead(MaskFormerFusionHead):
         queries, pair_query = torch.unique(top_indices[is_thing] // self.num_classes,
                                            return_inverse=True)
 
-        masks, inside, areas, bboxes = [], [], [], []
-        for part in chunks(len(queries), out_shape[0] * out_shape[1], self.chunk_elements):
+        masks = torch.empty((len(pair_query), *out_shape), dtype=torch.bool,
+                            device=cls_logits.device)
+        bboxes = masks.new_empty((len(pair_query), 4), dtype=torch.float32)
+        inside, areas = [], []
+        for part in chunks(len(queries), out_shape[0] * out_shape[1], self.chunk_elements,
+                           min_size=2):
             logits = resize(mask_logits[queries[part]])
             binary = (logits > 0).float()
-            inside.append((logits.sigmoid_() * binary).flatten(1).sum(1))
-            areas.append(binary.flatten(1).sum(1))
-            masks.append(binary.bool())
-            bboxes.append(mask2bbox(masks[-1]))
-        if masks:
-            masks, bboxes = torch.cat(masks)[pair_query], torch.cat(bboxes)[pair_query]
+            inside.append(row_sums(logits.sigmoid_() * binary, len(pair_query)))
+            areas.append(row_sums(binary, len(pair_query)))
+            # Write the pairs of this chunk's queries straight into the output.
+            pairs = ((pair_query >= part.start) & (pair_query < part.stop)).nonzero()[:, 0]
+            binary = binary.bool()
+            masks[pairs] = binary[pair_query[pairs] - part.start]
+            bboxes[pairs] = mask2bbox(binary)[pair_query[pairs] - part.start]
+        if inside:
             mask_scores = torch.cat(inside)[pair_query] / (torch.cat(areas)[pair_query] + 1e-6)
         else:
-            masks = torch.zeros((0, *out_shape), dtype=torch.bool, device=cls_logits.device)
-            bboxes = torch.zeros((0, 4), device=cls_logits.device)
             mask_scores = pair_scores.new_zeros(0)
 
         results = InstanceData()
