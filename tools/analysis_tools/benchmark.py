@@ -8,12 +8,17 @@ mmpretrain) and times it the same way, so the two figures are comparable as a ra
 shared, noisy machine.  ``--masked`` also times our model with masked attention on (every block
 at probability 1): the cost EoMT avoids at inference.
 
+Subcommands (a first argument naming one, see :data:`SUBCOMMANDS`) run other benchmarks:
+``e2e`` times image file -> segments per stage (``e2e_benchmark.py``).
+
 Examples::
 
     python tools/analysis_tools/benchmark.py --arch small --img-size 640 --compare transformers
     python tools/analysis_tools/benchmark.py --arch large --device cuda --amp --batch-size 8
+    python tools/analysis_tools/benchmark.py e2e --task panoptic --amp
 """
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -21,13 +26,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE_DIR = REPO / '.venv' / 'reference'
 NUM_BLOCKS = {'small': 3, 'base': 3, 'large': 4, 'giant': 5}
+# Subcommand -> module beside this file whose ``main(argv)`` takes the remaining arguments.
+SUBCOMMANDS = {'e2e': 'e2e_benchmark'}
 
 
 def time_forward(forward: Callable[[torch.Tensor], object], images: torch.Tensor, warmup: int,
@@ -90,22 +97,38 @@ print(json.dumps(time_forward(forward, images, args['warmup'], args['iters'])))
 '''
 
 
-def time_transformers(args) -> List[float]:
+def reference_env() -> Dict[str, str]:
+    """Environment of a subprocess that imports transformers from ``.venv/reference``."""
     if not REFERENCE_DIR.is_dir():
         raise SystemExit(f'--compare transformers needs {REFERENCE_DIR} (run `make setup`)')
+    return dict(os.environ, PYTHONPATH=str(REFERENCE_DIR), HF_HUB_OFFLINE='1',
+                TRANSFORMERS_OFFLINE='1', TRANSFORMERS_VERBOSITY='error')
+
+
+def run_json(command: List[str], env: Optional[Dict[str, str]] = None):
+    """Run ``command`` and return the JSON of its last stdout line.
+
+    Raises:
+        RuntimeError: it failed; the message ends with its stderr.
+    """
+    out = subprocess.run(command, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f'exit {out.returncode}:\n{out.stderr[-3000:]}')
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def time_transformers(args) -> List[float]:
     spec = dict(vars(args), num_blocks=NUM_BLOCKS[args.arch],
                 tools=str(Path(__file__).resolve().parent))
-    env = dict(os.environ, PYTHONPATH=str(REFERENCE_DIR))
+    env = reference_env()
     with tempfile.NamedTemporaryFile('w', suffix='.py', delete=False) as f:
         f.write(HF_SCRIPT)
     try:
-        out = subprocess.run([sys.executable, f.name, json.dumps(spec)], env=env,
-                             capture_output=True, text=True)
+        return run_json([sys.executable, f.name, json.dumps(spec)], env=env)
+    except RuntimeError as error:
+        raise SystemExit(f'transformers benchmark failed:\n{error}') from None
     finally:
         os.remove(f.name)
-    if out.returncode != 0:
-        raise SystemExit(f'transformers benchmark failed:\n{out.stderr[-3000:]}')
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def parse_args(argv=None):
@@ -130,7 +153,18 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> List[Dict[str, float]]:
+def main(argv=None):
+    """The forward benchmark, or the subcommand named by the first argument."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        tools = str(Path(__file__).resolve().parent)
+        if tools not in sys.path:
+            sys.path.insert(0, tools)
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+    return forward_main(argv)
+
+
+def forward_main(argv=None) -> List[Dict[str, float]]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
