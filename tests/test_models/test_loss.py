@@ -1,8 +1,12 @@
-"""EoMTLoss: Hungarian matching + mask-classification loss over all prediction sets (EOMT.md §2).
+"""EoMTLoss: Hungarian matching + mask-classification loss over all prediction sets.
 
-The hand-computed cases use spatially constant mask logits and targets, and sample points only
-in the interior of the maps (``torch.rand`` is patched), where bilinear sampling of a constant
-map is exact; the loss is then a closed-form function of the logits.
+The method is docs/method.md §2.  The hand-computed cases use spatially constant mask logits and
+targets, and sample points only in the interior of the maps (``torch.rand`` is patched), where
+bilinear sampling of a constant map is exact; the loss is then a closed-form function of the
+logits.  The batched loss is also compared with the per-image implementation it replaced
+(``PerImageEoMTLoss``: mmdet's ``Mask2FormerHead`` functions, image by image): from the same
+generator state it draws the same random numbers and gives the same matching, losses and
+gradients.
 """
 import math
 from unittest import mock
@@ -14,6 +18,7 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
 from mmeomt.models import EoMTLoss
+from mmeomt.models.losses.per_image_loss import PerImageEoMTLoss
 from mmeomt.registry import MODELS
 
 NUM_POINTS = 64
@@ -105,7 +110,7 @@ def test_mask_losses_are_normalised_by_number_of_target_masks(criterion):
 def test_normaliser_is_averaged_over_ranks_and_clamped(criterion):
     mask_logits, class_logits = predictions()
     expected, _, _ = hand_losses()
-    target = mock.patch('mmdet.models.dense_heads.mask2former_head.reduce_mean')
+    target = mock.patch('mmeomt.models.losses.eomt_loss.reduce_mean')
     with mock.patch.object(torch, 'rand', interior_rand), target as reduce_mean:
         # Another rank with 3 target masks: mean (1 + 3) / 2 = 2.
         reduce_mean.side_effect = lambda t: (t + 3) / 2
@@ -210,3 +215,122 @@ def test_bad_input_is_named(criterion):
     with pytest.raises(ValueError, match='class_weight needs num_classes'):
         EoMTLoss(num_classes=2, loss_cls=dict(type='mmdet.CrossEntropyLoss',
                                               class_weight=[1.0, 0.1]))
+
+
+# Equivalence with the per-image implementation.  Q = 6 queries, C = 4 classes, 50 points unless
+# given; `num_gts` per image, with images without targets and with more targets than queries.
+EQUIVALENCE_CASES = {
+    '3 images, 3 sets, empty + more targets than queries': dict(num_gts=(3, 0, 8), sets=3),
+    'one image, one set': dict(num_gts=(2, ), sets=1),
+    'no targets in the batch': dict(num_gts=(0, 0), sets=2),
+    'importance sampling only, 2x oversampling': dict(
+        num_gts=(1, 4), sets=2, loss=dict(importance_sample_ratio=1.0, oversample_ratio=2.0)),
+    'points not filling the map': dict(num_gts=(5, 1, 2, 6), sets=4, loss=dict(num_points=7)),
+    "the demo's sizes": dict(num_gts=(11, 9, 0, 12, 20, 25, 3, 7), sets=3, queries=20,
+                             size=(128, 128), loss=dict(num_points=512)),
+}
+
+
+def random_inputs(num_gts, sets, seed=0, queries=6, classes=4, size=(32, 24)):
+    """Mask logits ``(B, Q, H/4, W/4)`` and class logits per set, and random targets."""
+    g = torch.Generator().manual_seed(seed)
+    batch = len(num_gts)
+    mask_logits = [3 * torch.randn(batch, queries, size[0] // 4, size[1] // 4, generator=g)
+                   for _ in range(sets)]
+    class_logits = [torch.randn(batch, queries, classes + 1, generator=g) for _ in range(sets)]
+    targets = [gt(torch.randint(0, classes, (n, ), generator=g).tolist(),
+                  torch.rand(n, *size, generator=g) > 0.6) for n in num_gts]
+    return mask_logits, class_logits, targets
+
+
+def recorded(obj, name, results):
+    """Patch ``obj.name`` to also append its return values to ``results``."""
+    original = getattr(obj, name)
+
+    def record(*args, **kwargs):
+        results.append(original(*args, **kwargs))
+        return results[-1]
+
+    return mock.patch.object(obj, name, record)
+
+
+def run(criterion, mask_logits, class_logits, targets, seed=0):
+    """Losses, logit gradients, the generator state afterwards and the matching.
+
+    The matching is a list of ``(set, image, query, target)``, the target numbered over the
+    batch (image after image); the per-image implementation's comes from the ``AssignResult``
+    of each of its assigner calls (set by set, image by image).
+    """
+    mask_logits = [m.clone().requires_grad_(True) for m in mask_logits]
+    class_logits = [c.clone().requires_grad_(True) for c in class_logits]
+    results = []
+    per_image = isinstance(criterion, PerImageEoMTLoss)
+    spy = recorded(criterion.assigner if per_image else criterion,
+                   'assign' if per_image else 'match', results)
+    torch.manual_seed(seed)
+    with spy:
+        losses = criterion.loss(mask_logits, class_logits, targets, [{}] * len(targets))
+    rng_state = torch.get_rng_state()
+    sum(losses.values()).sum().backward()
+    grads = [t.grad if t.grad is not None else torch.zeros_like(t)
+             for t in mask_logits + class_logits]
+    if per_image:
+        first = [sum(len(t) for t in targets[:i]) for i in range(len(targets))]
+        matching = []
+        for k, assign_result in enumerate(results):
+            image = k % len(targets)
+            queries = torch.nonzero(assign_result.gt_inds > 0)[:, 0].tolist()
+            matching += [(k // len(targets), image, q,
+                          first[image] + int(assign_result.gt_inds[q]) - 1) for q in queries]
+    else:
+        matching = list(zip(*[column.tolist() for column in results[0]]))
+    return losses, grads, rng_state, matching
+
+
+@pytest.mark.parametrize('case', EQUIVALENCE_CASES.values(), ids=EQUIVALENCE_CASES.keys())
+def test_equals_the_per_image_implementation(case):
+    queries = case.get('queries', 6)
+    inputs = random_inputs(case['num_gts'], case['sets'], queries=queries,
+                           size=case.get('size', (32, 24)))
+    loss_cfg = {'num_classes': 4, 'num_points': 50, **case.get('loss', {})}
+    new_losses, new_grads, new_state, new_matching = run(EoMTLoss(**loss_cfg), *inputs)
+    old_losses, old_grads, old_state, old_matching = run(PerImageEoMTLoss(**loss_cfg), *inputs)
+
+    assert new_matching == old_matching
+    if sum(case['num_gts']):
+        # Every image with targets is matched in every set: min(N_i, Q) queries each.
+        assert len(new_matching) == case['sets'] * sum(min(n, queries) for n in case['num_gts'])
+    # The same random numbers were drawn, and no more: training continues identically.
+    assert torch.equal(new_state, old_state)
+    assert list(new_losses) == list(old_losses)  # same keys, same (logging) order
+    for name, value in new_losses.items():
+        torch.testing.assert_close(value.reshape(()), old_losses[name].reshape(()), rtol=0,
+                                   atol=1e-6, msg=name)
+    for new, old in zip(new_grads, old_grads):
+        torch.testing.assert_close(new, old, rtol=0, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in new_grads)
+
+
+def test_amp_logits_are_matched_and_scored_in_float32():
+    mask_logits, class_logits, targets = random_inputs((3, 2), sets=2)
+    criterion = EoMTLoss(num_classes=4, num_points=50)
+    half = run(criterion, [m.bfloat16() for m in mask_logits],
+               [c.bfloat16() for c in class_logits], targets)
+    full = run(criterion, [m.bfloat16().float() for m in mask_logits],
+               [c.bfloat16().float() for c in class_logits], targets)
+    assert half[3] == full[3]
+    for name, value in half[0].items():
+        assert value.dtype == torch.float32
+        assert torch.equal(value, full[0][name]), name
+    assert all(g.dtype == torch.bfloat16 for g in half[1])
+
+
+def test_unbatchable_match_costs_and_mixed_mask_sizes_are_refused():
+    with pytest.raises(ValueError, match='HungarianAssigner with ClassificationCost'):
+        EoMTLoss(num_classes=2, assigner=dict(
+            type='mmdet.HungarianAssigner',
+            match_costs=[dict(type='mmdet.FocalLossCost', weight=2.0)]))
+    mask_logits, class_logits = predictions(batch_size=2)
+    with pytest.raises(ValueError, match='share their size'):
+        EoMTLoss(num_classes=2).loss([mask_logits], [class_logits],
+                                     [one_target(), no_gt(size=8)], [{}, {}])

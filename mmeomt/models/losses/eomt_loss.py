@@ -1,4 +1,6 @@
-"""EoMT's training objective: Mask2Former's matching + mask-classification loss (EOMT.md §2).
+"""EoMT's training objective: Mask2Former's matching + mask-classification loss.
+
+The method is docs/method.md §2.
 
 Per image and per prediction set, queries are matched one-to-one to target masks by the
 Hungarian algorithm on ``2 * class + 5 * BCE + 5 * dice`` (mask costs on 12544 uniformly sampled
@@ -7,16 +9,26 @@ points); the loss is ``2 * CE`` over ``C + 1`` classes (no-object weight 0.1) pl
 target masks (mean over ranks, at least 1).  Every one of the ``L2 + 1`` prediction sets is
 supervised with the same weight; mmengine sums the returned ``loss_*`` entries.
 
-mmdet 3.3's ``Mask2FormerHead`` already implements exactly this, so it is reused rather than
-rewritten; see :class:`EoMTLoss` for how, and for where EoMT differs.
+The maths is that of mmdet 3.3's ``Mask2FormerHead`` loss, with mmdet's match costs, point
+sampling and loss modules; what :class:`EoMTLoss` changes is that it runs on the whole batch
+and all prediction sets at once instead of image by image (see the class docstring).
+:class:`~mmeomt.models.losses.per_image_loss.PerImageEoMTLoss` keeps the per-image
+implementation as the reference it is tested against.
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
-from mmdet.models.dense_heads import Mask2FormerHead, MaskFormerHead
+import torch.nn.functional as F
+from mmcv.ops import point_sample
+from mmdet.models.task_modules.assigners import (ClassificationCost, CrossEntropyLossCost,
+                                                 DiceCost, HungarianAssigner)
+from mmdet.models.utils.point_sample import get_uncertainty
 from mmdet.registry import TASK_UTILS
+from mmdet.utils import reduce_mean
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from mmeomt.registry import MODELS
@@ -35,21 +47,120 @@ DEFAULT_LOSS_DICE = dict(
     type='mmdet.DiceLoss', use_sigmoid=True, activate=True, reduction='mean', naive_dice=True,
     eps=1.0, loss_weight=5.0)
 NO_OBJECT_WEIGHT = 0.1
+BATCHED_COSTS = (ClassificationCost, CrossEntropyLossCost, DiceCost)
+
+
+def batched_match_cost(match_costs: Sequence, class_logits: Tensor, pred_points: Tensor,
+                       gt_labels: Tensor, gt_points: Tensor) -> Tensor:
+    """The weighted sum of mmdet's match costs of ``G`` images at once.
+
+    mmdet's cost modules take one image's ``(Q, ...)`` predictions and ``(N, ...)`` targets; this
+    is the same arithmetic with a leading batch dimension (zero-padded targets give extra
+    columns, which the caller drops).  The numbers equal mmdet's up to float rounding: the BLAS
+    blocking of the products depends on the matrix shapes.
+
+    Args:
+        match_costs: ``ClassificationCost``, ``CrossEntropyLossCost(use_sigmoid=True)`` and/or
+            ``DiceCost`` modules (weights and options are read from them).
+        class_logits: ``(G, Q, C + 1)``.
+        pred_points: mask logits at the sampled points, ``(G, Q, P)``.
+        gt_labels: ``(G, N)`` long.
+        gt_points: target masks at the same points, ``(G, N, P)`` in ``[0, 1]``.
+
+    Returns:
+        ``(G, Q, N)``.
+    """
+    costs = []
+    for match_cost in match_costs:
+        if isinstance(match_cost, ClassificationCost):
+            probs = class_logits.softmax(-1)
+            cost = -probs.gather(2, gt_labels[:, None].expand(-1, probs.shape[1], -1))
+        elif isinstance(match_cost, CrossEntropyLossCost):
+            # torch's BCE with logits is (1 - target) * x - log(sigmoid(x)): against 1 and 0
+            # (mmdet's two calls) it is -log(sigmoid(x)) and x - log(sigmoid(x)), bit for bit
+            # for finite x, with one log-sigmoid instead of two.
+            log_sigmoid = F.logsigmoid(pred_points)
+            pos, neg = -log_sigmoid, pred_points - log_sigmoid
+            cost = (torch.einsum('gqp,gnp->gqn', pos, gt_points) +
+                    torch.einsum('gqp,gnp->gqn', neg, 1 - gt_points)) / pred_points.shape[-1]
+        else:
+            probs = pred_points.sigmoid() if match_cost.pred_act else pred_points
+            numerator = 2 * torch.einsum('gqp,gnp->gqn', probs, gt_points)
+            power = 1 if match_cost.naive_dice else 2
+            denominator = (probs.pow(power).sum(-1)[:, :, None] +
+                           gt_points.pow(power).sum(-1)[:, None, :])
+            cost = 1 - (numerator + match_cost.eps) / (denominator + match_cost.eps)
+        costs.append(cost * match_cost.weight)
+    return torch.stack(costs).sum(dim=0)
+
+
+def importance_points(mask_logits: Tensor, candidates: Tensor, uniform: Tensor,
+                      num_uncertain: int) -> Tensor:
+    """Point coordinates ``(R, num_uncertain + U, 2)`` for the mask losses.
+
+    mmdet's ``get_uncertain_point_coords_with_randomness``, with its random numbers passed in:
+    it draws them itself, and taking them as arguments lets all prediction sets be sampled in
+    one call with the random numbers of the per-image implementation.
+
+    Args:
+        mask_logits: ``(R, 1, h, w)``.
+        candidates: ``(R, K, 2)`` uniform points; the ``num_uncertain`` with the smallest
+            ``|logit|`` are kept ...
+        uniform: ``(R, U, 2)`` ... followed by these.
+        num_uncertain: how many candidates to keep.
+    """
+    uncertainty = get_uncertainty(point_sample(mask_logits, candidates), None)[:, 0]
+    index = uncertainty.topk(num_uncertain, dim=1).indices
+    uncertain = candidates.gather(1, index[..., None].expand(-1, -1, 2))
+    return torch.cat([uncertain, uniform], dim=1)
+
+
+def sample_targets(gt_masks: Tensor, gts: Tensor, sets: Tensor, points: Tensor,
+                   num_sets: int) -> Tensor:
+    """``(R, P)``: for each of ``R`` matched queries, its target mask at its points.
+
+    Each target mask is sampled once, at the points of the queries matched to it in the
+    ``num_sets`` sets (at most one per set), rather than copied once per match.
+
+    Args:
+        gt_masks: ``(T, H, W)`` float.
+        gts, sets: ``(R,)``, the target (a row of ``gt_masks``) and the set of each query.
+        points: ``(R, P, 2)``.
+        num_sets: ``S``.
+    """
+    grid = points.new_zeros(len(gt_masks), num_sets, *points.shape[1:])
+    grid[gts, sets] = points
+    sampled = point_sample(gt_masks[:, None], grid.flatten(1, 2))  # (T, 1, S * P)
+    return sampled.view(grid.shape[:3])[gts, sets]
 
 
 @MODELS.register_module()
 class EoMTLoss(BaseModule):
     """Hungarian matching and mask-classification loss over all prediction sets.
 
-    How mmdet is reused: ``Mask2FormerHead`` is a full decoder head (pixel decoder, transformer
-    decoder, its own ``forward``/``predict``/``init_weights``); EoMT has none of that, only the
-    loss.  Subclassing it would mean skipping its ``__init__`` and disabling its inherited
-    forward/predict/init_weights.  Instead this module borrows the four plain functions that make
-    up the loss (``loss_by_feat`` -> ``_loss_by_feat_single`` -> ``get_targets`` ->
-    ``_get_targets_single``) and sets exactly the attributes they read: ``assigner``,
-    ``sampler``, ``num_points``, ``oversample_ratio``, ``importance_sample_ratio``,
-    ``loss_cls``/``loss_mask``/``loss_dice``, ``class_weight``, ``num_classes`` and
-    ``num_queries``.  None of them calls ``super()``, so they run unchanged on this class.
+    Notation: ``S`` prediction sets (``L2 + 1``), ``B`` images, ``Q`` queries, ``N_i`` target
+    masks of image ``i`` (``T`` in the batch, at most ``N`` in an image), ``P = num_points``,
+    ``M`` matched queries per prediction set (``sum_i min(N_i, Q)``, the same for every set).
+
+    The steps of mmdet's ``Mask2FormerHead`` loss, run on the batch:
+
+    1. random points: per set, ``P`` uniform points per image for the matching, then
+       ``oversample_ratio * P`` candidate and ``(1 - importance_sample_ratio) * P`` uniform
+       points per matched query -- drawn in this order, which is the per-image
+       implementation's, so a seeded run draws the same numbers;
+    2. matching: the targets are sampled at every set's points of their image in one call;
+       per set, the predictions of all images are sampled and their costs computed at once
+       (:func:`batched_match_cost`); the Hungarian solves, on the small ``(Q, N_i)`` matrices,
+       run on the CPU with scipy's ``linear_sum_assignment``, as in mmdet's
+       ``HungarianAssigner``;
+    3. losses: the importance-sampled points of the ``S * M`` matched masks, the logits there
+       and the targets there (each target mask sampled once, for all its matches) come out of
+       one call each; mmdet's loss modules then reduce each set.
+
+    The matching and losses are those of the per-image implementation
+    (``tests/test_models/test_loss.py`` checks indices, values and gradients); the cost values
+    agree up to float rounding, so only a near-tie between two matchings could resolve
+    differently.
 
     Checked against the authors' loss (a subclass of transformers' ``Mask2FormerLoss``):
     softmax class cost, pairwise sigmoid BCE mean over points, dice ``1 - (2a + 1)/(b + c + 1)``,
@@ -61,9 +172,9 @@ class EoMTLoss(BaseModule):
 
     * mmdet normalises the mask losses by ``sum_i max(num_matched_i, 1)``; EoMT by the number of
       target masks.  They differ for images without targets (and with more targets than
-      queries), so :meth:`get_targets` replaces that count.
+      queries).
     * The authors' matcher clamps the cost matrix to +-1e10 and zeroes NaNs; mmdet's does not
-      (scipy then raises on a diverged model instead of matching arbitrarily).
+      (scipy then raises on a diverged model instead of matching arbitrarily), nor does this one.
     * Logits are cast to float32 here, so under AMP the matching and losses run in full
       precision.
 
@@ -71,21 +182,18 @@ class EoMTLoss(BaseModule):
         num_classes: ``C`` (things + stuff); class logits have ``C + 1`` entries.
         num_points: points sampled per mask for the costs and the mask losses.
         oversample_ratio: importance sampling draws ``oversample_ratio * num_points``
-            candidates ...
+            candidates (at least 1) ...
         importance_sample_ratio: ... and keeps this fraction of ``num_points`` as the most
             uncertain ones; the rest are uniform.
-        assigner: mmdet assigner config; ``None`` = Hungarian on class 2.0, BCE 5.0, dice 5.0.
+        assigner: an mmdet ``HungarianAssigner`` config whose match costs are
+            ``ClassificationCost``, sigmoid ``CrossEntropyLossCost`` and/or ``DiceCost`` (their
+            formulas are batched here); ``None`` = class 2.0, BCE 5.0, dice 5.0.
         loss_cls: mmdet ``CrossEntropyLoss`` config; ``None`` = weight 2.0 with
             ``class_weight = [1] * C + [0.1]``.  A config without ``class_weight`` gets that one.
         loss_mask: ``None`` = sigmoid ``CrossEntropyLoss``, weight 5.0.
         loss_dice: ``None`` = naive ``DiceLoss``, eps 1.0, weight 5.0.
         init_cfg: unused (no parameters); kept for the mmengine interface.
     """
-
-    # The mmdet functions this module runs (see the class docstring).
-    _get_targets_single = Mask2FormerHead._get_targets_single
-    _loss_by_feat_single = Mask2FormerHead._loss_by_feat_single
-    loss_by_feat = MaskFormerHead.loss_by_feat
 
     def __init__(self,
                  num_classes: int,
@@ -100,17 +208,23 @@ class EoMTLoss(BaseModule):
         super().__init__(init_cfg=init_cfg)
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f'EoMTLoss: num_classes must be a positive int, got {num_classes!r}')
+        if oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
+            raise ValueError('EoMTLoss: needs oversample_ratio >= 1 and importance_sample_ratio '
+                             f'in [0, 1], got {oversample_ratio} and {importance_sample_ratio}')
         self.num_classes = num_classes
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
-        # Set from the predictions in every `loss` call (mmdet reads it for the label targets).
-        self.num_queries = None
 
         self.assigner = TASK_UTILS.build(DEFAULT_ASSIGNER if assigner is None else assigner)
-        # EoMT's queries are either matched or "no object": the pseudo sampler takes the
-        # assignment as it is.
-        self.sampler = TASK_UTILS.build(dict(type='mmdet.MaskPseudoSampler'))
+        batched = isinstance(self.assigner, HungarianAssigner) and all(
+            type(c) in BATCHED_COSTS and getattr(c, 'use_sigmoid', True)
+            for c in self.assigner.match_costs)
+        if not batched:
+            raise ValueError(
+                'EoMTLoss: assigner must be an mmdet HungarianAssigner with ClassificationCost, '
+                'CrossEntropyLossCost(use_sigmoid=True) and/or DiceCost match costs, got '
+                f'{assigner}')
 
         loss_cls = dict(type='mmdet.CrossEntropyLoss', use_sigmoid=False, reduction='mean',
                         loss_weight=2.0) if loss_cls is None else dict(loss_cls)
@@ -125,22 +239,6 @@ class EoMTLoss(BaseModule):
         self.loss_mask = MODELS.build(DEFAULT_LOSS_MASK if loss_mask is None else loss_mask)
         self.loss_dice = MODELS.build(DEFAULT_LOSS_DICE if loss_dice is None else loss_dice)
 
-    def get_targets(self, cls_scores_list: List[Tensor], mask_preds_list: List[Tensor],
-                    batch_gt_instances: List[InstanceData], batch_img_metas: List[dict],
-                    return_sampling_results: bool = False) -> tuple:
-        """mmdet's per-image targets, with EoMT's mask-loss normaliser.
-
-        Returns ``(labels_list, label_weights_list, mask_targets_list, mask_weights_list,
-        num_masks, ...)`` as ``MaskFormerHead.get_targets``, but ``num_masks`` is the number of
-        target masks in the batch (mmdet counts ``max(matched, 1)`` per image).
-        ``_loss_by_feat_single`` then averages it over ranks and clamps it at 1.
-        """
-        targets = MaskFormerHead.get_targets(self, cls_scores_list, mask_preds_list,
-                                             batch_gt_instances, batch_img_metas,
-                                             return_sampling_results)
-        num_masks = sum(len(gt_instances) for gt_instances in batch_gt_instances)
-        return targets[:4] + (num_masks, ) + targets[5:]
-
     def loss(self, mask_logits_list: Sequence[Tensor], class_logits_list: Sequence[Tensor],
              batch_gt_instances: List[InstanceData],
              batch_img_metas: List[dict]) -> Dict[str, Tensor]:
@@ -152,8 +250,8 @@ class EoMTLoss(BaseModule):
             class_logits_list: per prediction set ``(B, Q, C + 1)``.
             batch_gt_instances: per image ``labels`` LongTensor ``(N,)`` in ``[0, C)`` and
                 ``masks`` ``(N, H, W)`` (bool/uint8/float) covering the same area as the
-                (padded) network input; ``N`` may be 0.
-            batch_img_metas: per image meta information (passed to the assigner).
+                (padded) network input, so ``(H, W)`` is the same for all images; ``N`` may be 0.
+            batch_img_metas: per image meta information (not used by the loss itself).
 
         Returns:
             ``loss_cls``, ``loss_mask``, ``loss_dice`` for the final prediction and
@@ -173,10 +271,154 @@ class EoMTLoss(BaseModule):
                 f'{len(batch_img_metas)} img metas')
         for i, gt_instances in enumerate(batch_gt_instances):
             self._check_targets(gt_instances, i)
-        self.num_queries = num_queries
+        mask_sizes = {tuple(g.masks.shape[-2:]) for g in batch_gt_instances}
+        if len(mask_sizes) > 1:
+            raise ValueError(f'EoMTLoss: target masks of one batch must share their size (the '
+                             f'padded input), got {sorted(mask_sizes)}')
         return self.loss_by_feat([c.float() for c in class_logits_list],
                                  [m.float() for m in mask_logits_list],
                                  batch_gt_instances, batch_img_metas)
+
+    def loss_by_feat(self, class_logits_list: List[Tensor], mask_logits_list: List[Tensor],
+                     batch_gt_instances: List[InstanceData],
+                     batch_img_metas: List[dict]) -> Dict[str, Tensor]:
+        """:meth:`loss` on checked float32 inputs (same arguments, same order as mmdet's)."""
+        num_sets = len(class_logits_list)
+        batch_size, num_queries = class_logits_list[0].shape[:2]
+        device = class_logits_list[0].device
+        num_gts = [len(g) for g in batch_gt_instances]
+        # (T,) and (T, H, W): the T = sum(N_i) targets of all images, image after image.
+        gt_labels = torch.cat([g.labels for g in batch_gt_instances])
+        gt_masks = torch.cat([g.masks.float() for g in batch_gt_instances])
+        num_matched = sum(min(n, num_queries) for n in num_gts)
+        match_points, candidates, uniform = self._draw_points(num_sets, batch_size, num_matched,
+                                                              device)
+        sets, images, queries, gts = self.match(class_logits_list, mask_logits_list, gt_labels,
+                                                gt_masks, num_gts, match_points)
+
+        labels = gt_labels.new_full((num_sets, batch_size, num_queries), self.num_classes)
+        labels[sets, images, queries] = gt_labels[gts]
+        class_weight = class_logits_list[0].new_tensor(self.class_weight)
+        # The number of target masks of the batch, averaged over ranks, at least 1.
+        num_masks = reduce_mean(class_logits_list[0].new_tensor(float(sum(num_gts)))).clamp(min=1)
+        set_rows = [slice(s * num_matched, (s + 1) * num_matched) for s in range(num_sets)]
+        if num_matched:
+            # (S * M, h, w): the matched masks, by set, image and query.
+            matched = torch.cat([mask_logits[images[rows], queries[rows]]
+                                 for mask_logits, rows in zip(mask_logits_list, set_rows)])
+            with torch.no_grad():
+                points = importance_points(matched[:, None], candidates, uniform,
+                                           int(self.importance_sample_ratio * self.num_points))
+                point_targets = sample_targets(gt_masks, gts, sets, points, num_sets)
+            point_logits = point_sample(matched[:, None], points)[:, 0]  # (S * M, P)
+
+        losses = []
+        for s, rows in enumerate(set_rows):
+            set_labels = labels[s].flatten()
+            loss_cls = self.loss_cls(class_logits_list[s].flatten(0, 1), set_labels,
+                                     avg_factor=class_weight[set_labels].sum())
+            if num_matched:
+                loss_dice = self.loss_dice(point_logits[rows], point_targets[rows],
+                                           avg_factor=num_masks)
+                loss_mask = self.loss_mask(point_logits[rows].reshape(-1),
+                                           point_targets[rows].reshape(-1),
+                                           avg_factor=num_masks * self.num_points)
+            else:
+                # No target in the batch: zero, but connected to the graph (as mmdet's), so that
+                # every parameter receives a gradient (DDP).
+                loss_mask = loss_dice = mask_logits_list[s].flatten()[:0].sum()
+            losses.append(dict(loss_cls=loss_cls, loss_mask=loss_mask, loss_dice=loss_dice))
+
+        # The final prediction's losses first, then d0 (the first masked block), d1, ...
+        loss_dict = dict(losses[-1])
+        for i, set_losses in enumerate(losses[:-1]):
+            loss_dict.update({f'd{i}.{name}': value for name, value in set_losses.items()})
+        return loss_dict
+
+    def _draw_points(self, num_sets: int, batch_size: int, num_matched: int,
+                     device: torch.device) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        """All random points of one loss, in ``[0, 1]^2``.
+
+        The per-image implementation's ``torch.rand`` calls, with the same shapes and in the same
+        order (per set: each image's matching points, then the candidate and the uniform points
+        of the matched masks), so the same generator state gives the same points.
+
+        Returns:
+            matching points ``(S, B, P, 2)``; candidates ``(S * M, K, 2)`` and uniform points
+            ``(S * M, U, 2)`` (``None`` when nothing is matched).
+        """
+        num_candidates = int(self.num_points * self.oversample_ratio)
+        num_uniform = self.num_points - int(self.importance_sample_ratio * self.num_points)
+        match_points, candidates, uniform = [], [], []
+        for _ in range(num_sets):
+            match_points.append(torch.cat([
+                torch.rand((1, self.num_points, 2), device=device) for _ in range(batch_size)
+            ]))
+            if num_matched:
+                candidates.append(torch.rand(num_matched, num_candidates, 2, device=device))
+                uniform.append(torch.rand(num_matched, num_uniform, 2, device=device)
+                               if num_uniform else torch.empty(num_matched, 0, 2, device=device))
+        if not num_matched:
+            return torch.stack(match_points), None, None
+        return torch.stack(match_points), torch.cat(candidates), torch.cat(uniform)
+
+    @torch.no_grad()
+    def match(self, class_logits_list: List[Tensor], mask_logits_list: List[Tensor],
+              gt_labels: Tensor, gt_masks: Tensor, num_gts: List[int],
+              match_points: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Hungarian matching of every prediction set of every image.
+
+        Args:
+            class_logits_list: per set ``(B, Q, C + 1)``.
+            mask_logits_list: per set ``(B, Q, h, w)``.
+            gt_labels: ``(T,)`` long, the targets of all images, image after image ...
+            gt_masks: ``(T, H, W)`` float, ... their masks ...
+            num_gts: ... and how many ``N_i`` each image has.
+            match_points: ``(S, B, P, 2)``, each image's points of each set.
+
+        Returns:
+            ``(sets, images, queries, gts)``, long ``(S * M,)`` each: query ``queries[k]`` of
+            image ``images[k]`` in set ``sets[k]`` is matched to target ``gts[k]`` (a row of
+            ``gt_masks``); ordered by set, image and query (the order of mmdet's positive
+            queries).
+        """
+        num_sets, batch_size, num_points = match_points.shape[:3]
+        first = np.cumsum([0] + num_gts[:-1])
+        matches = []
+        if len(gt_labels):
+            # Each target's image and index in it: the costs are computed on (B, N) targets,
+            # zero-padded to N = max(N_i).
+            device = gt_labels.device
+            image = torch.repeat_interleave(torch.arange(batch_size, device=device),
+                                            torch.tensor(num_gts, device=device))
+            slot = torch.arange(len(gt_labels), device=device) - torch.from_numpy(first).to(
+                device)[image]
+            padded_labels = gt_labels.new_zeros(batch_size, max(num_gts))
+            padded_labels[image, slot] = gt_labels
+            # (T, 1, S * P) -> (S, B, N, P): every target at each set's points of its image.
+            sampled = point_sample(gt_masks[:, None],
+                                   match_points[:, image].transpose(0, 1).flatten(1, 2))
+            gt_points = gt_masks.new_zeros(num_sets, *padded_labels.shape, num_points)
+            gt_points[:, image, slot] = sampled.view(-1, num_sets, num_points).transpose(0, 1)
+            # Per set, the costs of all images at once (masks sampled with Q as channels).
+            cost = torch.stack([
+                batched_match_cost(self.assigner.match_costs, class_logits,
+                                   point_sample(mask_logits, points), padded_labels,
+                                   set_gt_points)
+                for class_logits, mask_logits, points, set_gt_points in zip(
+                    class_logits_list, mask_logits_list, match_points, gt_points)
+            ]).cpu().numpy()  # (S, B, Q, N)
+            for s in range(num_sets):
+                for i, n in enumerate(num_gts):
+                    if n:
+                        # Rows come back sorted: the queries in ascending order.
+                        rows, cols = linear_sum_assignment(cost[s, i, :, :n])
+                        matches.append(
+                            (np.full_like(rows, s), np.full_like(rows, i), rows, cols + first[i]))
+        if not matches:
+            return tuple(gt_labels.new_zeros(0) for _ in range(4))
+        return tuple(torch.from_numpy(np.concatenate(column)).to(gt_labels)
+                     for column in zip(*matches))
 
     def _check_targets(self, gt_instances: InstanceData, index: int) -> None:
         labels = gt_instances.get('labels', None)
