@@ -1,4 +1,5 @@
-"""EoMTOptimWrapperConstructor: the lr of every parameter is EOMT.md §3's layer-wise decay."""
+"""EoMTOptimWrapperConstructor: the lr of every parameter is docs/method.md §3's layer-wise decay,
+and AdamW is torch's fused one unless the config chooses."""
 import pytest
 import torch
 from mmengine.optim import OptimWrapper
@@ -9,15 +10,17 @@ LR, WD, DECAY = 1e-4, 0.05, 0.8
 N = 3  # ViT blocks of the tiny model
 
 
-def build(model, wrapper_type='OptimWrapper', paramwise_cfg=dict(layer_decay_rate=DECAY)):
+def build(model, wrapper_type='OptimWrapper', paramwise_cfg=dict(layer_decay_rate=DECAY),
+          **optimizer):
+    optimizer = dict(dict(type='AdamW', lr=LR, weight_decay=WD), **optimizer)
     constructor = EoMTOptimWrapperConstructor(
-        dict(type=wrapper_type, optimizer=dict(type='AdamW', lr=LR, weight_decay=WD),
-             clip_grad=dict(max_norm=0.01, norm_type=2)), paramwise_cfg)
+        dict(type=wrapper_type, optimizer=optimizer, clip_grad=dict(max_norm=0.01, norm_type=2)),
+        paramwise_cfg)
     return constructor(model)
 
 
 def expected_lr_scale(name: str) -> float:
-    """EOMT.md §3 / the authors' configure_optimizers, written out per parameter name."""
+    """docs/method.md §3 / the authors' configure_optimizers, written out per parameter name."""
     if not name.startswith('eomt.backbone.'):
         return 1.0  # queries, class head, mask head, upscale
     rest = name[len('eomt.backbone.'):]
@@ -82,6 +85,42 @@ def test_bad_configs_fail_clearly(tiny_model):
 def test_default_decay_is_the_papers(tiny_model):
     groups = build(tiny_model, paramwise_cfg=None).optimizer.param_groups
     assert min(g['lr_scale'] for g in groups) == pytest.approx(0.8**(N - 1))
+
+
+@pytest.mark.parametrize('optimizer, fused, foreach', [
+    (dict(), True, None),  # the default: fused
+    (dict(fused=False), False, None),  # a config's own choice is kept
+    (dict(foreach=True), None, True),
+    (dict(type='Adam'), True, None),
+    (dict(type='SGD', momentum=0.9), None, None),  # other optimizers are left alone
+])
+def test_adam_is_fused_unless_the_config_chooses(tiny_model, optimizer, fused, foreach):
+    groups = build(tiny_model, **optimizer).optimizer.param_groups
+    assert {(g.get('fused'), g.get('foreach')) for g in groups} == {(fused, foreach)}
+
+
+def group_names(model, groups):
+    """Each group's parameters by name."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    return [[name_of[id(p)] for p in g['params']] for g in groups]
+
+
+def test_fused_adamw_keeps_the_groups_and_steps_as_the_loop(make_tiny_model, images):
+    fused_model, loop_model = make_tiny_model(), make_tiny_model()
+    fused, loop = build(fused_model), build(loop_model, fused=False)
+    fused_groups, loop_groups = fused.optimizer.param_groups, loop.optimizer.param_groups
+    assert group_names(fused_model, fused_groups) == group_names(loop_model, loop_groups)
+    for fused_group, loop_group in zip(fused_groups, loop_groups):
+        assert fused_group['fused'] is True and loop_group['fused'] is False
+        # name, vit, lr, lr_scale, weight_decay, betas, ...: all as without fusing.
+        assert ({k: v for k, v in fused_group.items() if k not in ('params', 'fused')} ==
+                {k: v for k, v in loop_group.items() if k not in ('params', 'fused')})
+    before = [p.detach().clone() for p in loop_model.parameters()]
+    for model, wrapper in ((fused_model, fused), (loop_model, loop)):
+        wrapper.update_params(model(images, mode='loss')['loss'])  # clipping included
+    for p, q, b in zip(fused_model.parameters(), loop_model.parameters(), before):
+        assert not torch.equal(q, b)  # every parameter moved ...
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)  # ... the same way
 
 
 @pytest.mark.skipif(has_accelerator(), reason='checks the CPU path of AmpOptimWrapper')

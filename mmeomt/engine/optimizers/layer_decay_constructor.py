@@ -1,4 +1,4 @@
-"""Layer-wise lr decay for EoMT (EOMT.md §3, eomt_facts.md §3).
+"""Layer-wise lr decay for EoMT (docs/method.md §3), and a fused AdamW.
 
 Why subclass mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` rather than mmengine's
 ``DefaultOptimWrapperConstructor``: mmpretrain's already walks the model, asks a
@@ -13,11 +13,21 @@ default constructor would need all of the depth logic re-written.
 Weight decay: as the authors do, every parameter (norms, biases, tokens, queries included) gets
 the optimizer's ``weight_decay``; ``paramwise_cfg`` options such as ``norm_decay_mult`` still
 work if a config wants otherwise.
+
+Fused AdamW: on the CPU, torch's default AdamW update is a Python loop over the parameter tensors,
+and its ``foreach`` path is no faster there (the CPU has no multi-tensor kernels: as fast as the
+loop on ViT-T, x1.5-1.9 slower on ViT-B/S on this project's 2-core machine); ``fused=True`` runs one
+vectorised kernel per tensor, x2-3.6 faster than the loop on ViT-T/S/B.  Its rounding differs
+from the loop's by a float32 ulp or two per step (the same update formula, evaluated in another
+order).  On CUDA torch documents the fused implementation as its fastest.
 """
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
+import torch
 from mmengine.logging import MMLogger
+from mmengine.optim import OptimWrapper
+from mmengine.registry import OPTIMIZERS
 from mmpretrain.engine.optimizers import LearningRateDecayOptimWrapperConstructor
 from torch import nn
 
@@ -26,6 +36,9 @@ from mmeomt.registry import OPTIM_WRAPPER_CONSTRUCTORS
 # Keys mmpretrain adds per parameter that do not survive merging.
 _PER_PARAM_KEYS = ('params', 'param_name', 'layer_id')
 _STEM = ('cls_token', 'register_tokens', 'pos_embed', 'patch_embed')
+# Devices on which Adam/AdamW are fused by default: the CPU (measured here) and CUDA (torch's
+# recommended implementation there); torch supports a few more.
+FUSED_DEVICES = ('cpu', 'cuda')
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -46,6 +59,10 @@ class EoMTOptimWrapperConstructor(LearningRateDecayOptimWrapperConstructor):
     far fewer groups (``n + 1`` ViT groups + 1 instead of one per tensor).
 
     Non-ViT groups come first, so the ``lr`` that mmengine logs (that of group 0) is the base lr.
+
+    Adam and AdamW get ``fused=True`` when every trainable parameter is on the CPU or a CUDA
+    device, unless the optimizer config sets ``fused`` or ``foreach`` itself (``fused=False``
+    restores torch's default).
 
     Example::
 
@@ -71,6 +88,30 @@ class EoMTOptimWrapperConstructor(LearningRateDecayOptimWrapperConstructor):
             raise ValueError('EoMTOptimWrapperConstructor: optim_wrapper.optimizer needs `lr` and '
                              '`weight_decay` (EoMT: AdamW, lr=1e-4, weight_decay=0.05), got '
                              f'{dict(self.optimizer_cfg)}')
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        """The optim wrapper of ``model`` (with ``fused=True`` for Adam/AdamW, see above)."""
+        optimizer_cfg = self.optimizer_cfg
+        if self._use_fused(model):
+            self.optimizer_cfg = dict(optimizer_cfg, fused=True)
+        try:
+            return super().__call__(model)
+        finally:
+            self.optimizer_cfg = optimizer_cfg
+
+    def _use_fused(self, model: nn.Module) -> bool:
+        if 'fused' in self.optimizer_cfg or 'foreach' in self.optimizer_cfg:
+            return False
+        optimizer_cls = self.optimizer_cfg['type']
+        if isinstance(optimizer_cls, str):
+            with OPTIMIZERS.switch_scope_and_registry(None) as registry:
+                optimizer_cls = registry.get(optimizer_cls)
+        if not (isinstance(optimizer_cls, type)
+                and issubclass(optimizer_cls, (torch.optim.Adam, torch.optim.AdamW))):
+            return False
+        module = getattr(model, 'module', model)  # as mmengine's __call__: unwrap DDP
+        return all(p.device.type in FUSED_DEVICES and p.is_floating_point()
+                   for p in module.parameters() if p.requires_grad)
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
                    get_layer_depth: Optional[Callable] = None, **kwargs) -> None:

@@ -1,5 +1,6 @@
-# EoMT's optimisation (EOMT.md §3): AdamW lr 1e-4, weight decay 0.05 on every parameter,
+# EoMT's optimisation (docs/method.md §3): AdamW lr 1e-4, weight decay 0.05 on every parameter,
 # layer-wise lr decay 0.8 over the ViT blocks, gradient clipping at global L2 norm 0.01.
+# The constructor makes AdamW torch's fused one (CPU, CUDA); `fused=False` here would not.
 # The schedules below add the two-stage warm-up + poly decay and the iteration budget.
 optim_wrapper = dict(
     type='OptimWrapper',  # tools/train.py --amp switches to mixed precision
