@@ -217,6 +217,8 @@ class EoMTLoss(BaseModule):
         self.importance_sample_ratio = importance_sample_ratio
 
         self.assigner = TASK_UTILS.build(DEFAULT_ASSIGNER if assigner is None else assigner)
+        # Only these costs have a batched form (batched_match_cost); mmdet's softmax
+        # CrossEntropyLossCost is not implemented either.
         batched = isinstance(self.assigner, HungarianAssigner) and all(
             type(c) in BATCHED_COSTS and getattr(c, 'use_sigmoid', True)
             for c in self.assigner.match_costs)
@@ -261,7 +263,7 @@ class EoMTLoss(BaseModule):
             raise ValueError(
                 'EoMTLoss: mask_logits_list and class_logits_list must be non-empty and of equal '
                 f'length, got {len(mask_logits_list)} and {len(class_logits_list)}')
-        batch_size, num_queries, num_logits = class_logits_list[-1].shape
+        batch_size, _, num_logits = class_logits_list[-1].shape
         if num_logits != self.num_classes + 1:
             raise ValueError(f'EoMTLoss: class logits have {num_logits} entries; num_classes = '
                              f'{self.num_classes} needs {self.num_classes + 1}')
