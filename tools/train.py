@@ -7,15 +7,16 @@ Distributed: ``tools/dist_train.sh CONFIG NUM_GPUS [ARGS]``.
 """
 import argparse
 import glob
+import logging
 import os
 import os.path as osp
 import re
-import zipfile
 from typing import List, Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
+from mmeomt.utils.checkpoint_io import checkpoint_problem
 from mmeomt.utils.tool_config import build_runner, load_tool_config
 
 
@@ -45,17 +46,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _is_intact(path: str) -> bool:
-    """A checkpoint written by torch.save is a zip file; a truncated one has no end record."""
-    return osp.isfile(path) and zipfile.is_zipfile(path)
-
-
 def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint ``--resume auto`` continues from.
 
     mmengine's own choice is the path in ``work_dir/last_checkpoint``; if that file is missing,
     empty or names a missing or truncated checkpoint, the newest intact ``iter_*.pth`` /
-    ``epoch_*.pth`` in ``work_dir`` is used instead.
+    ``epoch_*.pth`` in ``work_dir`` is used instead.  Every checkpoint passed over is logged
+    with the reason.
     """
     candidates = []
     pointer = osp.join(work_dir, 'last_checkpoint')
@@ -64,14 +61,61 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
             path = f.read().strip()
         if path:
             candidates.append(path)
+        else:
+            print_log(f'--resume auto: {pointer} is empty (killed while writing it?); looking '
+                      f'for the newest intact checkpoint in {work_dir}', logger='current',
+                      level=logging.WARNING)
 
     def number(path: str) -> int:
         return int(re.search(r'_(\d+)\.pth$', path).group(1))
 
     numbered = [p for p in glob.glob(osp.join(work_dir, '*.pth'))
                 if re.search(r'(?:^|/)(?:iter|epoch)_\d+\.pth$', p)]
-    candidates += sorted(numbered, key=number, reverse=True)
-    return next((p for p in candidates if _is_intact(p)), None)
+    seen = set()
+    for path in candidates + sorted(numbered, key=number, reverse=True):
+        if osp.abspath(path) in seen:
+            continue
+        seen.add(osp.abspath(path))
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        print_log(f'--resume auto: skipping {path}: {problem}', logger='current',
+                  level=logging.WARNING)
+    return None
+
+
+def checkpoint_seed(path: str) -> Optional[int]:
+    """The seed a training checkpoint was written with (``meta.seed``), or None.
+
+    The tensors are memory-mapped, not read, so this is cheap for any checkpoint size.
+    """
+    import torch
+    try:
+        checkpoint = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
+    except Exception:  # not a local torch file (a URL, ...): the Runner reports it when loading
+        return None
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    seed = meta.get('seed') if isinstance(meta, dict) else None
+    return seed if isinstance(seed, int) else None
+
+
+def use_checkpoint_seed(cfg: Config, checkpoint: str) -> None:
+    """Seed the resumed run with its checkpoint's seed.
+
+    mmengine builds the sampler and the data-loader workers' seeds from the config's seed before
+    it reads the checkpoint (and only warns about a different one), so a run with ``seed=None``
+    or a changed seed would resume with another data order and other augmentations.
+    """
+    seed = checkpoint_seed(checkpoint)
+    if seed is None:
+        return
+    randomness = dict(cfg.get('randomness') or {})
+    if randomness.get('seed') not in (None, seed):
+        print_log(f'--resume: the config seeds with {randomness["seed"]}, {checkpoint} was '
+                  f'trained with seed {seed}; resuming with {seed}', logger='current',
+                  level=logging.WARNING)
+    randomness['seed'] = seed
+    cfg.randomness = randomness
 
 
 def enable_amp(cfg: Config) -> None:
@@ -112,11 +156,14 @@ def build_config(args: argparse.Namespace) -> Config:
                       'from scratch', logger='current')
             cfg.resume = False
         else:
+            print_log(f'--resume auto: resuming from {checkpoint}', logger='current')
             cfg.resume = True
             cfg.load_from = checkpoint
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    if cfg.get('resume') and cfg.get('load_from'):
+        use_checkpoint_seed(cfg, cfg.load_from)
     return cfg
 
 

@@ -25,6 +25,7 @@ import os
 import os.path as osp
 import pickle
 import re
+import zipfile
 from typing import Optional
 from urllib.error import URLError
 from urllib.parse import unquote, urlsplit
@@ -106,6 +107,34 @@ def download(url: str, dst: Optional[str] = None, progress: bool = False,
     return dst
 
 
+def not_a_checkpoint(filename: str, error: BaseException) -> ValueError:
+    """The error for a file that cannot be read as a checkpoint at all: names the file and
+    says what it looks like instead."""
+    with open(filename, 'rb') as f:
+        head = f.read(4)
+    if not head:
+        what = 'an empty file'
+    elif zipfile.is_zipfile(filename):
+        what = 'a zip archive that torch.load cannot read (damaged, or not written by torch.save)'
+    elif head.startswith(b'PK'):
+        what = ('a truncated zip archive: a torch checkpoint cut short (killed while writing, '
+                'an interrupted copy or download)')
+    elif head[:1] == b'\x80':
+        what = 'a damaged or truncated legacy (non-zip) torch checkpoint'
+    else:
+        what = ('neither a torch checkpoint (a zip archive written by torch.save) nor a '
+                '.safetensors file')
+    detail = str(error).splitlines()[0] if str(error) else ''
+    return ValueError(f'{filename} is not a checkpoint: it is {what} '
+                      f'(torch.load: {type(error).__name__}: {detail[:200]})')
+
+
+#: What ``torch.load`` raises on bytes it cannot parse (random data, truncation, a text file).
+UNREADABLE_CHECKPOINT = (pickle.UnpicklingError, RuntimeError, EOFError, UnicodeDecodeError,
+                         KeyError, ValueError, IndexError, TypeError, OverflowError, MemoryError,
+                         zipfile.BadZipFile)
+
+
 def load_checkpoint_file(path: str, map_location=None, source: Optional[str] = None):
     """Read a checkpoint: ``.safetensors`` with safetensors, anything else with
     ``torch.load(weights_only=True)``.
@@ -117,19 +146,31 @@ def load_checkpoint_file(path: str, map_location=None, source: Optional[str] = N
         source: the URL the file came from (for the error message).
 
     Raises:
-        RuntimeError: a pickle with more than tensors and plain containers.
+        RuntimeError: a torch checkpoint with more than tensors and plain containers.
+        ValueError: a file that is no checkpoint at all (see :func:`not_a_checkpoint`).
     """
     if path.endswith('.safetensors'):
         device = map_location if isinstance(map_location, (str, torch.device)) else 'cpu'
-        return load_safetensors(path, device=str(device))
+        try:
+            return load_safetensors(path, device=str(device))
+        except Exception as error:  # safetensors raises its own SafetensorError
+            raise ValueError(f'{path} is not a readable .safetensors file (truncated or '
+                             f'damaged): {error}') from None
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        with open(path, 'rb') as f:
+            head = f.read(1)
+        is_torch_file = zipfile.is_zipfile(path) or head == b'\x80'
+        if not (is_torch_file and str(error).startswith('Weights only load failed')):
+            raise not_a_checkpoint(path, error) from None
         origin = f'{source} (cached at {path})' if source else path
         raise RuntimeError(
             f'{origin} holds more than tensors, so it is not loaded from a URL (unpickling it '
             'could run arbitrary code). If you trust it, load the local file instead: '
             f'load_from={path!r}. torch.load said: {str(error).splitlines()[0]}') from None
+    except UNREADABLE_CHECKPOINT as error:
+        raise not_a_checkpoint(path, error) from None
 
 
 def load_from_http_cached(filename: str, map_location=None):
@@ -153,4 +194,5 @@ def register_checkpoint_loaders() -> None:
 register_checkpoint_loaders()
 
 __all__ = ['cache_root', 'url_cache_path', 'download', 'load_checkpoint_file',
+           'not_a_checkpoint', 'UNREADABLE_CHECKPOINT',
            'load_from_http_cached', 'register_checkpoint_loaders']

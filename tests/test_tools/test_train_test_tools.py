@@ -87,7 +87,9 @@ def test_resume_auto_without_checkpoints_keeps_the_initialisation(tmp_path):
     assert cfg.load_from.endswith('coco_panoptic_eomt_large_640/resolve/main/pytorch_model.bin')
 
 
-def test_resume_auto_skips_a_truncated_checkpoint(tmp_path):
+def test_resume_auto_skips_a_truncated_checkpoint_and_says_so(tmp_path, monkeypatch):
+    logged = []
+    monkeypatch.setattr(train_tool, 'print_log', lambda msg, **kwargs: logged.append(msg))
     torch.save(dict(meta=dict(iter=4)), tmp_path / 'iter_4.pth')
     torch.save(dict(meta=dict(iter=8)), tmp_path / 'iter_8.pth')
     good = (tmp_path / 'iter_8.pth').read_bytes()
@@ -96,10 +98,30 @@ def test_resume_auto_skips_a_truncated_checkpoint(tmp_path):
     cfg = train_tool.build_config(
         train_tool.parse_args([COCO_L, '--resume', 'auto', '--work-dir', str(tmp_path)]))
     assert cfg.resume is True and cfg.load_from == str(tmp_path / 'iter_8.pth')
+    # Which checkpoint was passed over and why, then which one is used; once each.
+    assert logged[0] == (f'--resume auto: skipping {tmp_path / "iter_12.pth"}: it is not a '
+                         'complete zip archive (truncated, e.g. killed while writing, or not '
+                         'written by torch.save)')
+    assert logged[1] == f'--resume auto: resuming from {tmp_path / "iter_8.pth"}'
+    assert len(logged) == 2
 
-    # An empty pointer (killed while writing it) falls back the same way.
+    # An empty pointer (killed while writing it) falls back the same way, and says so.
+    logged.clear()
     (tmp_path / 'last_checkpoint').write_text('')
     assert train_tool.find_resumable_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_8.pth')
+    assert 'last_checkpoint is empty' in logged[0] and 'skipping' in logged[1]
+
+
+def test_resume_takes_the_seed_of_the_checkpoint(tmp_path, monkeypatch):
+    # mmengine builds the sampler and the workers' seeds before it reads the checkpoint.
+    monkeypatch.setattr(train_tool, 'print_log', lambda *args, **kwargs: None)
+    torch.save(dict(meta=dict(iter=4, seed=123)), tmp_path / 'iter_4.pth')
+    cfg = train_tool.build_config(train_tool.parse_args(
+        [COCO_L, '--resume', str(tmp_path / 'iter_4.pth'), '--cfg-options',
+         'randomness.seed=None']))
+    assert cfg.randomness.seed == 123
+    cfg = train_tool.build_config(train_tool.parse_args([COCO_L]))
+    assert cfg.randomness.seed == 0
 
 
 def test_test_tool_detection_config(tmp_path):
