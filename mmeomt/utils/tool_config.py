@@ -25,11 +25,16 @@ def load_tool_config(path: str, cfg_options: Optional[dict] = None,
 
 
 def build_runner(cfg: Config):
-    """mmengine's ``Runner`` for ``cfg`` (or the config's ``runner_type``)."""
+    """mmengine's ``Runner`` for ``cfg`` (or the config's ``runner_type``), after starting the
+    process group where mmengine cannot (:func:`mmeomt.utils.dist.init_distributed`)."""
     # Registers mmeomt's hooks, schedulers and optim wrappers even for configs that name them
     # before anything imported mmeomt.engine.
     import mmeomt.engine  # noqa: F401
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
+    from .dist import init_distributed
+
+    # torchrun on a machine without a GPU: gloo, which mmengine's init_dist cannot start.
+    init_distributed(cfg)
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -1,4 +1,4 @@
-"""Test-only hooks for the training subprocesses of the reliability tests (imported through
+"""Test-only hooks and a loss for the training subprocesses of the reliability tests (imported through
 ``custom_imports``, with this folder on ``PYTHONPATH``)."""
 import json
 import os
@@ -7,14 +7,19 @@ import signal
 import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS, MODELS
+
+from mmeomt.models.losses import EoMTLoss
 
 
 @HOOKS.register_module()
 class RecordLossesHook(Hook):
-    """Appends ``{"iter": i, "rank": r, <loss name>: value, ...}`` (full precision) to
-    ``<out_dir>/losses_rank<r>.jsonl`` after every training iteration, and SIGKILLs its own
-    process after iteration ``kill_after`` (1-based, as mmengine logs iterations) if given."""
+    """Appends ``{"iter": i, "rank": r, <logged name>: value, ...}`` (full precision) to
+    ``<out_dir>/losses_rank<r>.jsonl``
+    after every training iteration, SIGKILLs its own process after iteration ``kill_after``
+    (1-based, as mmengine logs iterations) if given, and saves each rank's final weights as
+    ``<out_dir>/weights_rank<r>.pth``."""
 
     priority = 'LOWEST'  # after the checkpoint hook: a checkpoint of that iteration is written
 
@@ -34,3 +39,41 @@ class RecordLossesHook(Hook):
             os.fsync(f.fileno())
         if self.kill_after is not None and runner.iter + 1 == self.kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def after_train(self, runner):
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        torch.save(model.state_dict(), os.path.join(self.out_dir, f'weights_rank{get_rank()}.pth'))
+
+
+@MODELS.register_module()
+class GridPointsEoMTLoss(EoMTLoss):
+    """EoMT's loss with the random points replaced by fixed ones (the same for every image and
+    mask), so that an image's loss does not depend on which other images share its batch or
+    process: what lets a 2-process run be compared with one process at twice the batch.
+    It also reports the batch's number of target masks as ``num_targets`` (logged, not a loss:
+    the name holds no "loss")."""
+
+    def loss_by_feat(self, class_logits_list, mask_logits_list, batch_gt_instances,
+                     batch_img_metas):
+        losses = super().loss_by_feat(class_logits_list, mask_logits_list, batch_gt_instances,
+                                      batch_img_metas)
+        losses['num_targets'] = class_logits_list[0].new_tensor(
+            float(sum(len(g) for g in batch_gt_instances)))
+        return losses
+
+    @staticmethod
+    def _grid(n: int, device) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float32, device=device)
+        return torch.stack([(i * 0.6180339887 + 0.25) % 1.0, (i + 0.5) / n], dim=-1)
+
+    def _draw_points(self, num_sets, batch_size, num_matched, device):
+        num_candidates = int(self.num_points * self.oversample_ratio)
+        num_uniform = self.num_points - int(self.importance_sample_ratio * self.num_points)
+        match_points = self._grid(self.num_points, device).expand(
+            num_sets, batch_size, -1, -1).contiguous()
+        if not num_matched:
+            return match_points, None, None
+        rows = num_sets * num_matched
+        return (match_points,
+                self._grid(num_candidates, device).expand(rows, -1, -1).contiguous(),
+                self._grid(num_uniform, device).expand(rows, -1, -1).contiguous())

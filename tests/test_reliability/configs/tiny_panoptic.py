@@ -27,16 +27,18 @@ model = dict(
         num_blocks=2),
     loss=dict(num_points=64))
 
+train_pipeline = [_at_tiny_crop(t) for t in _base_.train_pipeline]
+test_pipeline = [_at_tiny_crop(t) for t in _base_.test_pipeline]
 train_dataloader = dict(
     batch_size=2,
     num_workers=1,
     persistent_workers=True,
-    dataset=dict(pipeline=[_at_tiny_crop(t) for t in _base_.train_pipeline]))
+    dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=2,
     num_workers=0,
     persistent_workers=False,
-    dataset=dict(pipeline=[_at_tiny_crop(t) for t in _base_.test_pipeline]))
+    dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 param_scheduler = [dict(_base_.param_scheduler[0], warmup_iters=2, vit_warmup_iters=3)]
