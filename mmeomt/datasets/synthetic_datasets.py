@@ -1,14 +1,15 @@
 """mmdet/mmseg datasets for the synthetic shapes written by :mod:`mmeomt.datasets.synthetic`.
 
-The host libraries' loaders read the files as they read COCO and ADE20K; these subclasses only
-replace the fixed class lists (COCO's 80/133, ADE20K's 150) with ours, so that ``cat2label``,
-the metrics and the visualisers see our names and colours.  In a config (default scope
-``mmdet`` or ``mmseg``) they are written ``type='mmeomt.Synthetic...Dataset'``.
+The host libraries' loaders read the files as they read COCO and ADE20K (through mmeomt's
+checked COCO datasets, :mod:`mmeomt.datasets.coco`); these subclasses only replace the fixed
+class lists (COCO's 80/133, ADE20K's 150) with ours, so that ``cat2label``, the metrics and the
+visualisers see our names and colours.  In a config (default scope ``mmdet`` or ``mmseg``) they
+are written ``type='mmeomt.Synthetic...Dataset'``.
 """
-from mmdet.datasets import CocoDataset, CocoPanopticDataset
 from mmseg.datasets import BaseSegDataset
 
 from mmeomt.registry import DATASETS
+from .coco import CocoDataset, CocoPanopticDataset, NamedSampleErrorsMixin
 from .synthetic import CLASSES, PALETTE, STUFF_CLASSES, THING_CLASSES
 
 
@@ -34,7 +35,7 @@ class SyntheticInstanceDataset(CocoDataset):
 
 
 @DATASETS.register_module()
-class SyntheticSemanticDataset(BaseSegDataset):
+class SyntheticSemanticDataset(NamedSampleErrorsMixin, BaseSegDataset):
     """Synthetic shapes as ADE20K-style semantic maps: 8 classes (things and stuff).
 
     The label PNGs hold 0 for unlabelled pixels and ``1..8`` for ``CLASSES``; like ADE20K the

@@ -33,11 +33,11 @@ CONFIGS = sorted(glob.glob(osp.join(CONFIG_DIR, 'eomt_vit-*.py')))
 
 ARCH = dict(s=('small', 3, 384), b=('base', 3, 768), l=('large', 4, 1024), g=('giant', 5, 1536))
 CLASSES = {  # task -> (num_classes, things, stuff, dataset type)
-    'coco-panoptic': (133, 80, 53, 'CocoPanopticDataset'),
-    'coco-instance': (80, 80, 0, 'CocoDataset'),
-    'ade20k-panoptic': (150, 100, 50, 'ADE20KPanopticDataset'),
-    'ade20k-semantic': (150, None, None, 'ADE20KDataset'),
-    'cityscapes-semantic': (19, None, None, 'CityscapesDataset'),
+    'coco-panoptic': (133, 80, 53, 'mmeomt.CocoPanopticDataset'),
+    'coco-instance': (80, 80, 0, 'mmeomt.CocoDataset'),
+    'ade20k-panoptic': (150, 100, 50, 'mmeomt.ADE20KPanopticDataset'),
+    'ade20k-semantic': (150, None, None, 'mmeomt.ADE20KDataset'),
+    'cityscapes-semantic': (19, None, None, 'mmeomt.CityscapesDataset'),
 }
 # Iterations per epoch at batch 16 (see configs/eomt/_base_/schedules).
 ITERS_PER_EPOCH = {'coco-panoptic': 7391, 'coco-instance': 7329, 'ade20k-panoptic': 1263,

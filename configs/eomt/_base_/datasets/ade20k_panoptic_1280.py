@@ -8,7 +8,7 @@ train_pipeline = [
     # float32 for mmdet's PhotoMetricDistortion.
     dict(type='LoadImageFromFile', to_float32=True, backend_args=backend_args),
     dict(
-        type='LoadPanopticAnnotations',
+        type='mmeomt.LoadPanopticAnnotations',
         with_bbox=True,
         with_mask=True,
         with_seg=True,
@@ -42,7 +42,7 @@ test_pipeline = [
         type='KeyMapper',
         transforms=[dict(type='Pad', size=crop_size, pad_val=dict(img=0))],
         remapping=dict(img='img', pad_shape='pad_shape')),
-    dict(type='LoadPanopticAnnotations', backend_args=backend_args),
+    dict(type='mmeomt.LoadPanopticAnnotations', backend_args=backend_args),
     dict(
         type='PackDetInputs',
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'pad_shape',

@@ -1,7 +1,9 @@
-# ADE20K panoptic, 640 crop (EOMT.md §4, eomt_facts.md §5): mmdet's ADE20KPanopticDataset (150
-# classes: 100 things, then 50 stuff) on the COCO-panoptic-format annotations written by mmdet's
-# tools/dataset_converters/ade20k2coco.py, and CocoPanopticMetric (PQ).
-dataset_type = 'ADE20KPanopticDataset'
+# ADE20K panoptic, 640 crop: mmdet's ADE20KPanopticDataset (150 classes: 100 things, then 50
+# stuff) on the COCO-panoptic-format annotations written by mmdet's
+# tools/dataset_converters/ade20k2coco.py, and CocoPanopticMetric (PQ).  mmeomt's subclass of
+# the dataset refuses bad data (or, with on_bad_data='skip', drops and counts it) and logs what
+# it kept: mmeomt/datasets/coco.py.
+dataset_type = 'mmeomt.ADE20KPanopticDataset'
 data_root = 'data/ADEChallengeData2016/'
 backend_args = None
 crop_size = (640, 640)
@@ -10,7 +12,7 @@ train_pipeline = [
     # float32 for mmdet's PhotoMetricDistortion.
     dict(type='LoadImageFromFile', to_float32=True, backend_args=backend_args),
     dict(
-        type='LoadPanopticAnnotations',
+        type='mmeomt.LoadPanopticAnnotations',
         with_bbox=True,
         with_mask=True,
         with_seg=True,
@@ -44,7 +46,7 @@ test_pipeline = [
         type='KeyMapper',
         transforms=[dict(type='Pad', size=crop_size, pad_val=dict(img=0))],
         remapping=dict(img='img', pad_shape='pad_shape')),
-    dict(type='LoadPanopticAnnotations', backend_args=backend_args),
+    dict(type='mmeomt.LoadPanopticAnnotations', backend_args=backend_args),
     dict(
         type='PackDetInputs',
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'pad_shape',

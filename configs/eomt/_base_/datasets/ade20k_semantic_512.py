@@ -1,7 +1,7 @@
-# ADE20K semantic, 512 crop (EOMT.md §4, eomt_facts.md §5): mmseg's ADE20KDataset (150 classes;
-# reduce_zero_label: label 0 "other" becomes 255 = ignore, 1..150 become 0..149) and IoUMetric
-# (mIoU).
-dataset_type = 'ADE20KDataset'
+# ADE20K semantic, 512 crop: mmseg's ADE20KDataset (150 classes; reduce_zero_label: label 0
+# "other" becomes 255 = ignore, 1..150 become 0..149; mmeomt's subclass names unreadable files)
+# and IoUMetric (mIoU).
+dataset_type = 'mmeomt.ADE20KDataset'
 data_root = 'data/ade/ADEChallengeData2016'
 crop_size = (512, 512)
 

@@ -1,6 +1,7 @@
-# Cityscapes semantic, 1024 crop (EOMT.md §4, eomt_facts.md §5): mmseg's CityscapesDataset (19
-# train ids from *_gtFine_labelTrainIds.png, 255 = ignore) and IoUMetric (mIoU).
-dataset_type = 'CityscapesDataset'
+# Cityscapes semantic, 1024 crop: mmseg's CityscapesDataset (19 train ids from
+# *_gtFine_labelTrainIds.png, 255 = ignore; mmeomt's subclass names unreadable files) and
+# IoUMetric (mIoU).
+dataset_type = 'mmeomt.CityscapesDataset'
 data_root = 'data/cityscapes/'
 crop_size = (1024, 1024)
 

@@ -1,6 +1,7 @@
-# COCO instance, 640 crop (EOMT.md §4, eomt_facts.md §5): mmdet's CocoDataset (80 classes) and
-# CocoMetric on masks (pycocotools mask AP).
-dataset_type = 'CocoDataset'
+# COCO instance, 640 crop: mmdet's CocoDataset (80 classes) and CocoMetric on masks (pycocotools
+# mask AP).  mmeomt's subclass of the dataset refuses bad data (or, with on_bad_data='skip',
+# drops and counts it) and logs what it kept: mmeomt/datasets/coco.py.
+dataset_type = 'mmeomt.CocoDataset'
 data_root = 'data/coco/'
 backend_args = None
 crop_size = (640, 640)

@@ -7,7 +7,7 @@ crop_size = (1280, 1280)
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(
-        type='LoadPanopticAnnotations',
+        type='mmeomt.LoadPanopticAnnotations',
         with_bbox=True,
         with_mask=True,
         with_seg=True,
@@ -41,7 +41,7 @@ test_pipeline = [
         transforms=[dict(type='Pad', size=crop_size, pad_val=dict(img=0))],
         remapping=dict(img='img', pad_shape='pad_shape')),
     # Loaded after the resize: ground truth stays at the original resolution.
-    dict(type='LoadPanopticAnnotations', backend_args=backend_args),
+    dict(type='mmeomt.LoadPanopticAnnotations', backend_args=backend_args),
     dict(
         type='PackDetInputs',
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'pad_shape',

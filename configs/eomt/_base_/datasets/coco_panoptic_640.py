@@ -1,6 +1,8 @@
-# COCO panoptic, 640 crop (EOMT.md §4, eomt_facts.md §5): mmdet's CocoPanopticDataset (133
-# classes, 80 things) and CocoPanopticMetric (PQ).
-dataset_type = 'CocoPanopticDataset'
+# COCO panoptic, 640 crop: mmdet's CocoPanopticDataset (133 classes, 80 things) and
+# CocoPanopticMetric (PQ).  mmeomt's subclass of the dataset and its LoadPanopticAnnotations
+# refuse bad data (or, with on_bad_data='skip', drop and count it) and log what they kept:
+# mmeomt/datasets/coco.py, transforms.py.
+dataset_type = 'mmeomt.CocoPanopticDataset'
 data_root = 'data/coco/'
 backend_args = None
 crop_size = (640, 640)
@@ -8,7 +10,7 @@ crop_size = (640, 640)
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(
-        type='LoadPanopticAnnotations',
+        type='mmeomt.LoadPanopticAnnotations',
         with_bbox=True,
         with_mask=True,
         with_seg=True,
@@ -42,7 +44,7 @@ test_pipeline = [
         transforms=[dict(type='Pad', size=crop_size, pad_val=dict(img=0))],
         remapping=dict(img='img', pad_shape='pad_shape')),
     # Loaded after the resize: ground truth stays at the original resolution.
-    dict(type='LoadPanopticAnnotations', backend_args=backend_args),
+    dict(type='mmeomt.LoadPanopticAnnotations', backend_args=backend_args),
     dict(
         type='PackDetInputs',
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'pad_shape',
