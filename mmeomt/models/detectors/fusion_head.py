@@ -162,24 +162,40 @@ class EoMTFusionHead(MaskFormerFusionHead):
         if len(kept) == 0:
             return PixelData(sem_seg=torch.full((1, *out_shape), void, dtype=torch.int32,
                                                 device=cls_logits.device))
-        best = winner = winner_sigmoid = None
+        # Per pixel: the best score * sigmoid so far, its query (uint8 while the queries fit:
+        # a quarter of the memory traffic of int32) and whether its sigmoid is >= 0.5.
+        best = high = None
+        winner = torch.zeros(out_shape, device=cls_logits.device,
+                             dtype=torch.uint8 if len(kept) <= 256 else torch.int32)
         original_areas = []
         # No float sums below: chunks of any size give the same result.
         for part in chunks(len(kept), out_shape[0] * out_shape[1], self.chunk_elements):
             queries = kept[part]
             sigmoid = resize(mask_logits[queries]).sigmoid_()
-            original_areas.append(torch.count_nonzero(sigmoid >= 0.5, dim=(1, 2)))
-            part_best, part_winner = (scores[queries].view(-1, 1, 1) * sigmoid).max(0)
-            part_sigmoid = sigmoid.gather(0, part_winner[None])[0]
-            part_winner += part.start
+            part_high = sigmoid >= 0.5
+            original_areas.append(torch.count_nonzero(part_high, dim=(1, 2)))
+            if len(queries) == 1:
+                part_best, part_high, part_winner = sigmoid[0].mul_(scores[queries]), \
+                    part_high[0], None
+            else:
+                part_best, part_winner = (scores[queries].view(-1, 1, 1) * sigmoid).max(0)
+                part_high = part_high.gather(0, part_winner[None])[0]
+                part_winner = part_winner.to(winner.dtype).add_(part.start)
             if best is None:
-                best, winner, winner_sigmoid = part_best, part_winner, part_sigmoid
-            else:  # strictly greater: an earlier query keeps a tie, as argmax
-                better = part_best > best
-                best = torch.where(better, part_best, best)
+                best, high = part_best, part_high
+                if part_winner is not None:
+                    winner = part_winner
+                continue
+            # Strictly greater: an earlier query keeps a tie, as argmax does.
+            better = part_best > best
+            torch.maximum(best, part_best, out=best)
+            high = torch.where(better, part_high, high)
+            if part_winner is None:
+                winner.masked_fill_(better, part.start)
+            else:
                 winner = torch.where(better, part_winner, winner)
-                winner_sigmoid = torch.where(better, part_sigmoid, winner_sigmoid)
-        mask_areas = torch.bincount(winner.flatten(), minlength=len(kept)).tolist()
+        winner = winner.int().flatten()
+        mask_areas = torch.bincount(winner, minlength=len(kept)).tolist()
         original_areas = torch.cat(original_areas).tolist()
 
         # Segment id of each kept query's pixels: void for a query that does not survive.
@@ -195,10 +211,10 @@ class EoMTFusionHead(MaskFormerFusionHead):
             else:  # stuff regions of one class merge into one segment
                 segment_ids[k] = pred_class
         panoptic_seg = torch.tensor(segment_ids, dtype=torch.int32,
-                                    device=winner.device)[winner]
+                                    device=winner.device).index_select(0, winner)
         if filter_low_score:
-            panoptic_seg.masked_fill_(winner_sigmoid < 0.5, void)
-        return PixelData(sem_seg=panoptic_seg[None])
+            panoptic_seg.masked_fill_(~high.flatten(), void)
+        return PixelData(sem_seg=panoptic_seg.view(1, *out_shape))
 
     def instance_postprocess(self, cls_logits: Tensor, mask_logits: Tensor,
                              resize: Callable[[Tensor], Tensor],
