@@ -1,11 +1,17 @@
 """Evaluate an EoMT checkpoint (the interface of mmdet's and mmseg's ``test.py``).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE_OR_DIR]
-                         [--show] [--show-dir DIR] [--cfg-options ...] [--launcher ...]
+                         [--show] [--show-dir DIR] [--skip-bad-images]
+                         [--cfg-options ...] [--launcher ...]
 
 ``--out``: panoptic/instance configs (mmdet scope) dump the raw predictions to a ``.pkl``
 (mmdet's ``DumpDetResults``); semantic configs (mmseg scope) write the predicted label maps as
 PNGs into that directory (mmseg's ``IoUMetric(output_dir=...)``).
+
+``--skip-bad-images``: images (and segment PNGs) that are missing or cannot be decoded are left
+out with a warning naming them, instead of stopping the run; the metrics are computed on the
+others and report ``skipped_images`` (``mmeomt.SkipUnreadableImages``,
+``mmeomt.SkippedImagesHook``).
 """
 import argparse
 import os
@@ -26,6 +32,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--show', action='store_true', help='show the predictions in a window')
     parser.add_argument('--show-dir', help='directory to save visualised predictions to')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
+    parser.add_argument('--skip-bad-images', action='store_true',
+                        help='leave out images whose files cannot be read (logged, counted in '
+                        'the metrics as skipped_images) instead of stopping')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. test_dataloader.batch_size=1')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -67,10 +76,19 @@ def _add_output(cfg: Config, out: str) -> None:
     cfg.test_evaluator = evaluators + [ConfigDict(type='DumpDetResults', out_file_path=out)]
 
 
+def _skip_bad_images(cfg: Config) -> None:
+    cfg.test_dataloader.dataset = ConfigDict(type='mmeomt.SkipUnreadableImages',
+                                             dataset=cfg.test_dataloader.dataset)
+    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+        ConfigDict(type='mmeomt.SkippedImagesHook')]
+
+
 def build_config(args: argparse.Namespace) -> Config:
     cfg = load_tool_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    if args.skip_bad_images:
+        _skip_bad_images(cfg)
     if args.show or args.show_dir:
         _enable_visualization(cfg, args)
     if args.out is not None:

@@ -6,10 +6,11 @@ from .synthetic import generate_synthetic_dataset
 from .synthetic_datasets import (SyntheticInstanceDataset, SyntheticPanopticDataset,
                                  SyntheticSemanticDataset)
 from .transforms import LoadPanopticAnnotations
+from .wrappers import SkipUnreadableImages
 
 __all__ = [
     'generate_synthetic_dataset', 'SyntheticPanopticDataset', 'SyntheticInstanceDataset',
     'SyntheticSemanticDataset', 'CocoDataset', 'CocoPanopticDataset', 'ADE20KPanopticDataset',
     'ADE20KDataset', 'CityscapesDataset', 'NamedSampleErrorsMixin', 'LoadPanopticAnnotations',
-    'UnreadableImageError', 'image_problem', 'find_unreadable'
+    'UnreadableImageError', 'image_problem', 'find_unreadable', 'SkipUnreadableImages'
 ]

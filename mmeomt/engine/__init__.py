@@ -1,12 +1,12 @@
 """Training machinery: mask annealing, layer-wise lr decay, two-stage warm-up, checkpoint I/O,
 exact resume, data-parallel training on the CPU."""
-from .hooks import AtomicCheckpointHook, MaskAnnealingHook, annealed_prob
+from .hooks import AtomicCheckpointHook, MaskAnnealingHook, SkippedImagesHook, annealed_prob
 from .model_wrappers import CPUDistributedDataParallel
 from .optimizers import AmpOptimWrapper, EoMTOptimWrapperConstructor, has_accelerator
 from .schedulers import TwoStageWarmupPolyLR, two_stage_warmup_poly
 
 __all__ = [
-    'AtomicCheckpointHook', 'CPUDistributedDataParallel',
+    'AtomicCheckpointHook', 'CPUDistributedDataParallel', 'SkippedImagesHook',
     'MaskAnnealingHook', 'annealed_prob', 'AmpOptimWrapper', 'has_accelerator',
     'EoMTOptimWrapperConstructor', 'TwoStageWarmupPolyLR', 'two_stage_warmup_poly'
 ]

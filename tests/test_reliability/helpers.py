@@ -9,6 +9,8 @@ import sys
 import tempfile
 from typing import Dict, List, Optional
 
+import torch
+
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(osp.dirname(HERE))
 TINY_PANOPTIC = osp.join(HERE, 'configs', 'tiny_panoptic.py')
@@ -94,3 +96,29 @@ def read_losses(record_dir: str, rank: int = 0) -> Dict[int, dict]:
             record = json.loads(line)
             records[record['iter']] = record
     return records
+
+
+def noise_everywhere_checkpoint(config: str, path: str) -> str:
+    """Weights of the tiny model whose every query predicts the stuff class 'noise' with one
+    mask: a prediction the panoptic metric scores above zero on the synthetic scenes where
+    noise covers most of the image (three of the first five training scenes)."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmeomt.datasets.synthetic import CLASSES
+    from mmeomt.registry import MODELS
+
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.default_scope)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    core = model.eomt
+    with torch.no_grad():
+        core.class_head.weight.zero_()
+        core.class_head.bias.fill_(-10.0)
+        core.class_head.bias[CLASSES.index('noise')] = 10.0
+        core.mask_head[-1].weight.zero_()
+        core.mask_head[-1].bias.fill_(10.0)
+        core.attn_mask_probs.zero_()
+    torch.save(dict(state_dict=model.state_dict()), path)
+    return path

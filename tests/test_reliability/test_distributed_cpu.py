@@ -22,7 +22,8 @@ import sys
 import pytest
 import torch
 
-from helpers import read_losses, run_tool, tool_env, write_config
+from helpers import (noise_everywhere_checkpoint, read_losses, run_tool, tool_env,
+                     write_config)
 
 MAX_ITERS = 6
 NUM_QUERIES = 10  # tiny_panoptic.py
@@ -95,32 +96,6 @@ def test_two_cpu_processes_train_as_one_at_twice_the_batch(tmp_path, synthetic_r
             assert mean == pytest.approx(single[prefix + name], rel=1e-5), prefix + name
         weighted = sum(w * r[prefix + 'loss_cls'] for w, r in zip(weights, ranks)) / sum(weights)
         assert weighted == pytest.approx(single[prefix + 'loss_cls'], rel=1e-5), prefix
-
-
-def noise_everywhere_checkpoint(config: str, path: str) -> str:
-    """Weights of the tiny model whose every query predicts the stuff class 'noise' with one
-    mask: a prediction the panoptic metric scores above zero on the synthetic scenes where
-    noise covers most of the image (three of the first five training scenes)."""
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
-    from mmeomt.datasets.synthetic import CLASSES
-    from mmeomt.registry import MODELS
-
-    cfg = Config.fromfile(config)
-    init_default_scope(cfg.default_scope)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    core = model.eomt
-    with torch.no_grad():
-        core.class_head.weight.zero_()
-        core.class_head.bias.fill_(-10.0)
-        core.class_head.bias[CLASSES.index('noise')] = 10.0
-        core.mask_head[-1].weight.zero_()
-        core.mask_head[-1].bias.fill_(10.0)
-        core.attn_mask_probs.zero_()
-    torch.save(dict(state_dict=model.state_dict()), path)
-    return path
 
 
 def test_two_cpu_processes_evaluate_as_one(tmp_path, synthetic_root):

@@ -37,6 +37,7 @@ def test_help(tool):
         assert '--resume' in out.stdout and '--amp' in out.stdout
     else:
         assert '--out' in out.stdout and '--show-dir' in out.stdout
+        assert '--skip-bad-images' in out.stdout
 
 
 def test_train_merges_cfg_options_and_work_dir(tmp_path):
@@ -137,6 +138,15 @@ def test_test_tool_detection_config(tmp_path):
     assert cfg.default_hooks.visualization.test_out_dir == str(tmp_path / 'vis')
     with pytest.raises(ValueError, match='.pkl'):
         test_tool.build_config(test_tool.parse_args([COCO_L, 'ckpt.pth', '--out', 'x.json']))
+
+
+def test_test_tool_skip_bad_images_wraps_the_test_dataset():
+    plain = test_tool.build_config(test_tool.parse_args([ADE_SEM, 'ckpt.pth']))
+    cfg = test_tool.build_config(test_tool.parse_args([ADE_SEM, 'ckpt.pth',
+                                                       '--skip-bad-images']))
+    assert cfg.test_dataloader.dataset.type == 'mmeomt.SkipUnreadableImages'
+    assert cfg.test_dataloader.dataset.dataset == plain.test_dataloader.dataset
+    assert cfg.custom_hooks[-1] == dict(type='mmeomt.SkippedImagesHook')
 
 
 def test_test_tool_semantic_config(tmp_path):

@@ -1,4 +1,6 @@
 from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .mask_annealing_hook import MaskAnnealingHook, annealed_prob
+from .skipped_images_hook import SkippedImagesHook, exclude_from_metrics
 
-__all__ = ['AtomicCheckpointHook', 'MaskAnnealingHook', 'annealed_prob']
+__all__ = ['AtomicCheckpointHook', 'MaskAnnealingHook', 'annealed_prob', 'SkippedImagesHook',
+           'exclude_from_metrics']
