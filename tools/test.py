@@ -76,9 +76,24 @@ def _add_output(cfg: Config, out: str) -> None:
     cfg.test_evaluator = evaluators + [ConfigDict(type='DumpDetResults', out_file_path=out)]
 
 
+def _takes_check_files(dataset_type) -> bool:
+    import inspect
+
+    from mmeomt.registry import DATASETS
+    if not (isinstance(dataset_type, str) and dataset_type.startswith('mmeomt.')):
+        return False
+    cls = DATASETS.get(dataset_type)
+    return cls is not None and 'check_files' in inspect.signature(cls).parameters
+
+
 def _skip_bad_images(cfg: Config) -> None:
+    dataset = cfg.test_dataloader.dataset
+    if _takes_check_files(dataset.get('type')):
+        # mmeomt's COCO datasets refuse missing files when they are built; here the wrapper
+        # leaves them out (and reports them) with the undecodable ones.
+        dataset.setdefault('check_files', False)
     cfg.test_dataloader.dataset = ConfigDict(type='mmeomt.SkipUnreadableImages',
-                                             dataset=cfg.test_dataloader.dataset)
+                                             dataset=dataset)
     cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
         ConfigDict(type='mmeomt.SkippedImagesHook')]
 

@@ -1,7 +1,7 @@
 """Loading transforms that name the file they fail on and check what they read."""
 import logging
 
-import cv2
+import mmcv
 import numpy as np
 from mmdet.datasets.transforms import LoadPanopticAnnotations as _MMDetLoadPanopticAnnotations
 from mmdet.structures.mask import BitmapMasks
@@ -46,10 +46,14 @@ class LoadPanopticAnnotations(_MMDetLoadPanopticAnnotations):
             content = get(path, backend_args=self.backend_args)
         except FileNotFoundError:
             raise UnreadableImageError(path, 'no such file', 'segment PNG') from None
-        problem = decode_problem(content)
-        if problem is not None:
-            raise UnreadableImageError(path, problem, 'segment PNG')
-        bgr = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_COLOR)
+        try:
+            bgr = mmcv.imfrombytes(content, flag='color', channel_order='bgr',
+                                   backend=self.imdecode_backend)
+        except Exception:  # pillow and turbojpeg raise where OpenCV returns None
+            bgr = None
+        if bgr is None:
+            raise UnreadableImageError(path, decode_problem(content) or 'cannot be decoded',
+                                       'segment PNG')
         bgr = bgr.astype(np.int32)  # as mmdet (panopticapi.rgb2id)
         return bgr[..., 2] + 256 * bgr[..., 1] + 256 * 256 * bgr[..., 0]
 

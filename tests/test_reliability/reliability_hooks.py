@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+from unittest import mock
 
 import torch
 from mmengine.dist import get_rank
@@ -45,35 +46,30 @@ class RecordLossesHook(Hook):
         torch.save(model.state_dict(), os.path.join(self.out_dir, f'weights_rank{get_rank()}.pth'))
 
 
+def _fixed_points(*size, device=None, dtype=None, **kwargs) -> torch.Tensor:
+    """What ``torch.rand(..., n, 2)`` is replaced by: the same ``n`` points in ``[0, 1)^2`` for
+    every leading index (a golden-ratio lattice), whatever the batch they belong to."""
+    shape = tuple(size[0]) if len(size) == 1 and not isinstance(size[0], int) else size
+    *lead, n, two = shape
+    assert two == 2, f'the loss drew random numbers of shape {shape}, not points'
+    i = torch.arange(n, dtype=torch.float32, device=device)
+    grid = torch.stack([(i * 0.6180339887 + 0.25) % 1.0, (i + 0.5) / n], dim=-1)
+    return grid.expand(*lead, n, 2).clone()
+
+
 @MODELS.register_module()
 class GridPointsEoMTLoss(EoMTLoss):
-    """EoMT's loss with the random points replaced by fixed ones (the same for every image and
-    mask), so that an image's loss does not depend on which other images share its batch or
-    process: what lets a 2-process run be compared with one process at twice the batch.
-    It also reports the batch's number of target masks as ``num_targets`` (logged, not a loss:
-    the name holds no "loss")."""
+    """EoMT's loss with its random points (every ``torch.rand`` it draws) replaced by fixed
+    ones, the same for every image and mask, so that an image's loss does not depend on which
+    other images share its batch or process: what lets a 2-process run be compared with one
+    process at twice the batch.  (Only the public ``loss`` is overridden, so the loss may
+    change inside.)  It also reports the batch's number of target masks as ``num_targets``
+    (logged, not a loss: the name holds no "loss")."""
 
-    def loss_by_feat(self, class_logits_list, mask_logits_list, batch_gt_instances,
-                     batch_img_metas):
-        losses = super().loss_by_feat(class_logits_list, mask_logits_list, batch_gt_instances,
-                                      batch_img_metas)
+    def loss(self, mask_logits_list, class_logits_list, batch_gt_instances, batch_img_metas):
+        with mock.patch.object(torch, 'rand', _fixed_points):
+            losses = super().loss(mask_logits_list, class_logits_list, batch_gt_instances,
+                                  batch_img_metas)
         losses['num_targets'] = class_logits_list[0].new_tensor(
             float(sum(len(g) for g in batch_gt_instances)))
         return losses
-
-    @staticmethod
-    def _grid(n: int, device) -> torch.Tensor:
-        i = torch.arange(n, dtype=torch.float32, device=device)
-        return torch.stack([(i * 0.6180339887 + 0.25) % 1.0, (i + 0.5) / n], dim=-1)
-
-    def _draw_points(self, num_sets, batch_size, num_matched, device):
-        num_candidates = int(self.num_points * self.oversample_ratio)
-        num_uniform = self.num_points - int(self.importance_sample_ratio * self.num_points)
-        match_points = self._grid(self.num_points, device).expand(
-            num_sets, batch_size, -1, -1).contiguous()
-        if not num_matched:
-            return match_points, None, None
-        rows = num_sets * num_matched
-        return (match_points,
-                self._grid(num_candidates, device).expand(rows, -1, -1).contiguous(),
-                self._grid(num_uniform, device).expand(rows, -1, -1).contiguous())

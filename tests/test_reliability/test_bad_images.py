@@ -30,29 +30,35 @@ def test_skip_bad_images_evaluates_the_rest(tmp_path, synthetic_root):
     coco = data / 'coco'
     bad = coco / 'train2017' / '000000000002.jpg'
     bad.write_bytes(bad.read_bytes()[:500])  # truncated
-    # The reference: the same files without image 2.
+    # The reference: the same files without images 2 and 5 (5 is deleted below).
     annotations = json.loads((coco / PANOPTIC).read_text())
-    annotations['images'] = [i for i in annotations['images'] if i['id'] != 2]
-    annotations['annotations'] = [a for a in annotations['annotations'] if a['image_id'] != 2]
-    (coco / 'annotations' / 'without_2.json').write_text(json.dumps(annotations))
+    annotations['images'] = [i for i in annotations['images'] if i['id'] not in (2, 5)]
+    annotations['annotations'] = [a for a in annotations['annotations']
+                                  if a['image_id'] not in (2, 5)]
+    (coco / 'annotations' / 'without_2_5.json').write_text(json.dumps(annotations))
 
     config = write_config(str(tmp_path / 'all.py'), str(data),
                           extra=EVALUATE_TRAIN.format(ann=PANOPTIC))
-    reference = write_config(str(tmp_path / 'without_2.py'), str(data),
-                             extra=EVALUATE_TRAIN.format(ann='annotations/without_2.json'))
+    reference = write_config(str(tmp_path / 'without_2_5.py'), str(data),
+                             extra=EVALUATE_TRAIN.format(ann='annotations/without_2_5.json'))
     checkpoint = noise_everywhere_checkpoint(config, str(tmp_path / 'noise.pth'))
 
     stopped = run_tool(['test.py', config, checkpoint, '--work-dir', str(tmp_path / 'a')])
     assert stopped.returncode != 0
     assert f'UnreadableImageError: image {bad}: cannot be decoded' in stopped.stderr
 
+    # A missing image is left out as well (without the option it stops the run when the
+    # dataset is built, naming the file).
+    missing = coco / 'train2017' / '000000000005.jpg'
+    missing.unlink()
     skipping = run_tool(['test.py', config, checkpoint, '--work-dir', str(tmp_path / 'b'),
                          '--skip-bad-images'])
     assert skipping.returncode == 0, skipping.stderr[-3000:]
-    assert f'leaving out 1 of 8 samples of SyntheticPanopticDataset whose files cannot be ' \
+    assert f'leaving out 2 of 8 samples of SyntheticPanopticDataset whose files cannot be ' \
            f'read: {bad}: cannot be decoded' in skipping.stdout + skipping.stderr
+    assert f'{missing}: no such file' in skipping.stdout + skipping.stderr
     skipped = metrics_of(str(tmp_path / 'b'))
-    assert skipped['skipped_images'] == 1
+    assert skipped['skipped_images'] == 2
 
     done = run_tool(['test.py', reference, checkpoint, '--work-dir', str(tmp_path / 'c')])
     assert done.returncode == 0, done.stderr[-3000:]

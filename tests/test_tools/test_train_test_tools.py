@@ -147,6 +147,10 @@ def test_test_tool_skip_bad_images_wraps_the_test_dataset():
     assert cfg.test_dataloader.dataset.type == 'mmeomt.SkipUnreadableImages'
     assert cfg.test_dataloader.dataset.dataset == plain.test_dataloader.dataset
     assert cfg.custom_hooks[-1] == dict(type='mmeomt.SkippedImagesHook')
+    # mmeomt's COCO datasets leave missing files to the wrapper, which skips them too.
+    cfg = test_tool.build_config(test_tool.parse_args([COCO_L, 'ckpt.pth',
+                                                       '--skip-bad-images']))
+    assert cfg.test_dataloader.dataset.dataset.check_files is False
 
 
 def test_test_tool_semantic_config(tmp_path):
