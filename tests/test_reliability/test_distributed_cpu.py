@@ -73,8 +73,11 @@ def test_two_cpu_processes_train_as_one_at_twice_the_batch(tmp_path, synthetic_r
     assert sorted(p for p in glob.glob(osp.join(ddp_dir, '*')) if '.pth' in p) == [
         osp.join(ddp_dir, f'iter_{MAX_ITERS}.pth')]
     weights = [torch.load(osp.join(ddp_dir, 'record', f'weights_rank{r}.pth')) for r in (0, 1)]
-    saved = torch.load(osp.join(ddp_dir, f'iter_{MAX_ITERS}.pth'),
-                       weights_only=False)['state_dict']
+    checkpoint = torch.load(osp.join(ddp_dir, f'iter_{MAX_ITERS}.pth'), weights_only=False)
+    saved = checkpoint['state_dict']
+    # Each rank's random generators, for an exact resume of both.
+    random_state = checkpoint['meta']['random_state']
+    assert random_state['world_size'] == 2 and len(random_state['states']) == 2
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
         assert torch.equal(weights[0][key], saved[key]), key
