@@ -32,6 +32,8 @@ def parse_args(argv=None):
                         help='instance models: draw instances scoring at least this')
     parser.add_argument('--opacity', type=float, default=0.5,
                         help='semantic models: opacity of the colour overlay')
+    parser.add_argument('--skip-bad-images', action='store_true',
+                        help='leave out (and list) images that cannot be read instead of stopping')
     return parser.parse_args(argv)
 
 
@@ -40,9 +42,12 @@ def main(argv=None) -> int:
     inferencer = EoMTInferencer(args.model, weights=args.weights, device=args.device,
                                 metafile=args.metafile)
     result = inferencer(args.inputs, out_dir=args.out_dir, batch_size=args.batch_size,
-                        pred_score_thr=args.score_thr, opacity=args.opacity)
+                        pred_score_thr=args.score_thr, opacity=args.opacity,
+                        skip_bad_images=args.skip_bad_images)
     for path in result['out_files']:
         print(path)
+    for item in result['skipped']:
+        print(f'skipped {item["input"]}: {item["reason"]}', file=sys.stderr)
     return 0
 
 

@@ -39,6 +39,7 @@ from mmseg.apis import MMSegInferencer
 from torch import nn
 
 from mmeomt.registry import INFERENCERS
+from .inputs import prepare_inputs
 from .model_zoo import get_model_info
 
 InputsType = Union[str, np.ndarray, Sequence[Union[str, np.ndarray]]]
@@ -204,7 +205,7 @@ class EoMTInferencer:
 
     def __call__(self, inputs: InputsType, out_dir: Optional[str] = None, batch_size: int = 1,
                  return_vis: bool = False, pred_score_thr: float = 0.3,
-                 opacity: float = 0.5) -> dict:
+                 opacity: float = 0.5, skip_bad_images: bool = False) -> dict:
         """Predict and, when asked, visualise.
 
         Args:
@@ -217,18 +218,28 @@ class EoMTInferencer:
                 is given); as in mmdet's and mmseg's inferencers, nothing is drawn otherwise.
             pred_score_thr: instance models draw instances scoring at least this.
             opacity: semantic overlays: weight of the colour map over the image.
+            skip_bad_images: leave image files that are missing or cannot be decoded out
+                (listed in ``skipped``) instead of stopping; this decodes every file once
+                more to check it.  Arrays must be ``(H, W[, 1|3|4])`` uint8 or uint16
+                images (:func:`mmeomt.apis.inputs.as_bgr_image`) either way.
 
         Returns:
             ``predictions``: data samples (mmdet ``DetDataSample`` with ``pred_panoptic_seg``
             or ``pred_instances``; mmseg ``SegDataSample`` with ``pred_sem_seg``);
             ``visualization``: RGB ``(H, W, 3)`` uint8 arrays (panoptic colours with class
             names, instance masks with labels and scores, semantic overlays with names), or
-            None when nothing was drawn; ``out_files``: the PNGs written.
+            None when nothing was drawn; ``out_files``: the PNGs written; ``skipped``:
+            ``dict(index, input, reason)`` of each file left out.
         """
         inferencer = self.inferencer
         inputs = inferencer._inputs_to_list(inputs)
         if not inputs:
             raise ValueError('EoMTInferencer: no images given (an empty list or folder)')
+        inputs, skipped = prepare_inputs(inputs, skip_bad_images=skip_bad_images,
+                                         check_paths=skip_bad_images)
+        if not inputs:
+            raise ValueError(f'EoMTInferencer: none of the {len(skipped)} images could be '
+                             f'read: {skipped}')
         draw = bool(out_dir) or return_vis
         init_default_scope(self.scope)
         preds = []
@@ -244,7 +255,7 @@ class EoMTInferencer:
             vis = inferencer.visualize(inputs, preds, return_vis=True, opacity=opacity,
                                        with_labels=True)
         out_files = self._write(inputs, vis, out_dir) if out_dir else []
-        return dict(predictions=preds, visualization=vis, out_files=out_files)
+        return dict(predictions=preds, visualization=vis, out_files=out_files, skipped=skipped)
 
     @staticmethod
     def _write(inputs: list, vis: List[np.ndarray], out_dir: str) -> List[str]:

@@ -57,7 +57,8 @@ def as_bgr_image(array: np.ndarray, name: str = 'input') -> np.ndarray:
 
 
 def prepare_inputs(inputs: Sequence[InputType], skip_bad_images: bool = False,
-                   backend_args=None) -> Tuple[List[InputType], List[dict]]:
+                   backend_args=None,
+                   check_paths: bool = True) -> Tuple[List[InputType], List[dict]]:
     """Check every input of an inferencer call.
 
     Args:
@@ -65,6 +66,8 @@ def prepare_inputs(inputs: Sequence[InputType], skip_bad_images: bool = False,
         skip_bad_images: leave paths that are missing or cannot be decoded out (they are
             returned in ``skipped``) instead of raising.
         backend_args: mmengine file backend arguments for reading the paths.
+        check_paths: decode every path once here (needed to skip bad files); False leaves
+            paths to the pipeline's loader, which names a file it cannot decode.
 
     Returns:
         ``(kept, skipped)``: the paths unchanged and the arrays as :func:`as_bgr_image` makes
@@ -81,7 +84,7 @@ def prepare_inputs(inputs: Sequence[InputType], skip_bad_images: bool = False,
     for index, item in enumerate(inputs):
         if isinstance(item, (str, os.PathLike)):
             path = os.fspath(item)
-            problem = image_problem(path, backend_args)
+            problem = image_problem(path, backend_args) if check_paths else None
             if problem is None:
                 kept.append(path)
             elif skip_bad_images:

@@ -193,3 +193,26 @@ def test_batch_size_does_not_change_the_predictions(tmp_path, task):
         assert a.shape[-2:] == image.shape[:2]
         assert torch.equal(a, b)
     assert len(kinds) >= 3, kinds  # the comparison covered real predictions
+
+
+def test_bad_inputs_are_named_or_skipped(tmp_path, image):
+    path, array = image
+    inferencer = EoMTInferencer(str(CONFIGS / 'eomt_tiny_panoptic.py'), device='cpu')
+    with pytest.raises(TypeError, match=r'^input 0: expected .*dtype float32'):
+        inferencer([array.astype(np.float32)])
+    with pytest.raises(ValueError, match=r'input 1: .*\(5,\)'):
+        inferencer([array, np.zeros(5, np.uint8)])
+    # A grey 16-bit array is an image: converted as OpenCV converts such a file.
+    grey = inferencer([(array[..., 0].astype(np.uint16) * 257)])['predictions'][0]
+    assert grey.pred_panoptic_seg.sem_seg.shape == (1, 144, 240)
+
+    truncated = path.parent / 'truncated.png'
+    truncated.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(Exception, match='truncated.png'):
+        inferencer(str(path.parent))
+    result = inferencer(str(path.parent), skip_bad_images=True)
+    assert len(result['predictions']) == 1
+    assert [Path(s['input']).name for s in result['skipped']] == ['truncated.png']
+    assert 'cannot be decoded' in result['skipped'][0]['reason']
+    with pytest.raises(ValueError, match='none of the 1 images could be read'):
+        inferencer([str(truncated)], skip_bad_images=True)
