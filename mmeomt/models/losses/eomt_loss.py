@@ -10,8 +10,9 @@ target masks (mean over ranks, at least 1).  Every one of the ``L2 + 1`` predict
 supervised with the same weight; mmengine sums the returned ``loss_*`` entries.
 
 The maths is that of mmdet 3.3's ``Mask2FormerHead`` loss, with mmdet's match costs, point
-sampling and loss modules; what :class:`EoMTLoss` changes is that it runs on the whole batch
-and all prediction sets at once instead of image by image (see the class docstring).
+sampling and loss modules; what :class:`EoMTLoss` changes is how the work is arranged: fewer
+and cheaper passes over the sampled points than mmdet's image-by-image functions (see the class
+docstring).
 :class:`~mmeomt.models.losses.per_image_loss.PerImageEoMTLoss` keeps the per-image
 implementation as the reference it is tested against.
 """
@@ -23,7 +24,6 @@ import torch.nn.functional as F
 from mmcv.ops import point_sample
 from mmdet.models.task_modules.assigners import (ClassificationCost, CrossEntropyLossCost,
                                                  DiceCost, HungarianAssigner)
-from mmdet.models.utils.point_sample import get_uncertainty
 from mmdet.registry import TASK_UTILS
 from mmdet.utils import reduce_mean
 from mmengine.model import BaseModule
@@ -47,91 +47,126 @@ DEFAULT_LOSS_DICE = dict(
     type='mmdet.DiceLoss', use_sigmoid=True, activate=True, reduction='mean', naive_dice=True,
     eps=1.0, loss_weight=5.0)
 NO_OBJECT_WEIGHT = 0.1
-BATCHED_COSTS = (ClassificationCost, CrossEntropyLossCost, DiceCost)
+MATCH_COSTS = (ClassificationCost, CrossEntropyLossCost, DiceCost)
 
 
-def batched_match_cost(match_costs: Sequence, class_logits: Tensor, pred_points: Tensor,
-                       gt_labels: Tensor, gt_points: Tensor) -> Tensor:
-    """The weighted sum of mmdet's match costs of ``G`` images at once.
+def dice_cost(values: Tensor, targets: Tensor, cost: DiceCost) -> Tensor:
+    """mmdet's ``DiceCost`` of ``(Q, P)`` values and ``(N, P)`` targets, ``(Q, N)``, unweighted.
 
-    mmdet's cost modules take one image's ``(Q, ...)`` predictions and ``(N, ...)`` targets; this
-    is the same arithmetic with a leading batch dimension (zero-padded targets give extra
-    columns, which the caller drops).  The numbers equal mmdet's up to float rounding: the BLAS
-    blocking of the products depends on the matrix shapes.
+    ``values`` are what the cost compares: probabilities if ``cost.pred_act``, else logits.
+    """
+    numerator = 2 * (values @ targets.T)
+    if not cost.naive_dice:
+        values, targets = values.square(), targets.square()
+    return 1 - (numerator + cost.eps) / (values.sum(-1)[:, None] + targets.sum(-1) + cost.eps)
+
+
+def match_cost(match_costs: Sequence, class_logits: Tensor, pred_points: Tensor,
+               gt_labels: Tensor, gt_points: Tensor, scratch: Tensor) -> Tensor:
+    """The weighted sum of mmdet's match costs of one image, ``(Q, N)``.
+
+    The function of mmdet's cost modules, rearranged to pass over the ``(Q, P)`` point logits
+    fewer times; the numbers equal mmdet's up to float rounding.
 
     Args:
         match_costs: ``ClassificationCost``, ``CrossEntropyLossCost(use_sigmoid=True)`` and/or
             ``DiceCost`` modules (weights and options are read from them).
-        class_logits: ``(G, Q, C + 1)``.
-        pred_points: mask logits at the sampled points, ``(G, Q, P)``.
-        gt_labels: ``(G, N)`` long.
-        gt_points: target masks at the same points, ``(G, N, P)`` in ``[0, 1]``.
-
-    Returns:
-        ``(G, Q, N)``.
+        class_logits: ``(Q, C + 1)``.
+        pred_points: mask logits at the sampled points, ``(Q, P)``; overwritten.
+        gt_labels: ``(N,)`` long.
+        gt_points: target masks at the same points, ``(N, P)`` in ``[0, 1]``.
+        scratch: ``(Q, P)`` float, overwritten.
     """
-    costs = []
-    for match_cost in match_costs:
-        if isinstance(match_cost, ClassificationCost):
-            probs = class_logits.softmax(-1)
-            cost = -probs.gather(2, gt_labels[:, None].expand(-1, probs.shape[1], -1))
-        elif isinstance(match_cost, CrossEntropyLossCost):
-            # torch's BCE with logits is (1 - target) * x - log(sigmoid(x)): against 1 and 0
-            # (mmdet's two calls) it is -log(sigmoid(x)) and x - log(sigmoid(x)), bit for bit
-            # for finite x, with one log-sigmoid instead of two.
-            log_sigmoid = F.logsigmoid(pred_points)
-            pos, neg = -log_sigmoid, pred_points - log_sigmoid
-            cost = (torch.einsum('gqp,gnp->gqn', pos, gt_points) +
-                    torch.einsum('gqp,gnp->gqn', neg, 1 - gt_points)) / pred_points.shape[-1]
-        else:
-            probs = pred_points.sigmoid() if match_cost.pred_act else pred_points
-            numerator = 2 * torch.einsum('gqp,gnp->gqn', probs, gt_points)
-            power = 1 if match_cost.naive_dice else 2
-            denominator = (probs.pow(power).sum(-1)[:, :, None] +
-                           gt_points.pow(power).sum(-1)[:, None, :])
-            cost = 1 - (numerator + match_cost.eps) / (denominator + match_cost.eps)
-        costs.append(cost * match_cost.weight)
-    return torch.stack(costs).sum(dim=0)
+    costs = {}
+    for k, cost in enumerate(match_costs):  # the costs of the logits as they are ...
+        if isinstance(cost, ClassificationCost):
+            costs[k] = -class_logits.softmax(-1)[:, gt_labels]
+        elif isinstance(cost, DiceCost) and not cost.pred_act:
+            costs[k] = dice_cost(pred_points, gt_points, cost)
+        elif isinstance(cost, CrossEntropyLossCost):
+            # mmdet's mean_p [t softplus(-x) + (1 - t) softplus(x)] is, as softplus(x) -
+            # softplus(-x) = x, mean_p [softplus(x) - t x]: one product instead of two and one
+            # softplus, added below.
+            costs[k] = -(pred_points @ gt_points.T)
+    # ... then in the given buffers: (Q, P) tensors are the matching's largest, and fresh ones
+    # cost page faults on the CPU.  Logits below -80 are raised to it, so that their sigmoid
+    # stays a normal float with a finite log (sigmoid and softplus change by < 2e-35).
+    clamped = pred_points.clamp_(min=-80)
+    probs = torch.sigmoid(clamped, out=scratch)
+    for k, cost in enumerate(match_costs):
+        if isinstance(cost, DiceCost) and cost.pred_act:
+            costs[k] = dice_cost(probs, gt_points, cost)
+    if any(isinstance(cost, CrossEntropyLossCost) for cost in match_costs):
+        # softplus(x) = x - log(sigmoid(x)): torch's softplus and log-sigmoid are ~30x slower
+        # than sigmoid + log on the CPU.
+        softplus_sum = clamped.sub_(probs.log_()).sum(-1)[:, None]
+        for k, cost in enumerate(match_costs):
+            if isinstance(cost, CrossEntropyLossCost):
+                costs[k] = (costs[k] + softplus_sum) / pred_points.shape[-1]
+    return sum(costs[k] * cost.weight for k, cost in enumerate(match_costs))
 
 
-def importance_points(mask_logits: Tensor, candidates: Tensor, uniform: Tensor,
-                      num_uncertain: int) -> Tensor:
-    """Point coordinates ``(R, num_uncertain + U, 2)`` for the mask losses.
+def sample_maps(maps: Tensor, points: Tensor) -> Tensor:
+    """``(N, P)``: ``N`` maps ``(N, h, w)`` at the same ``(P, 2)`` points in ``[0, 1]^2``.
+
+    ``mmcv.ops.point_sample`` of ``maps[:, None]`` at ``points`` repeated ``N`` times, with the
+    same numbers.
+    """
+    # One map per batch entry: grid_sample then reads one map at a time (with the maps as
+    # channels it visits all of them at every point, ~20 MB for EoMT-S 640's queries, and misses
+    # the cache: ~2x slower on the CPU); the grid is shared, expanded without a copy.
+    grid = (2 * points - 1)[None, :, None].expand(len(maps), -1, -1, -1)
+    return F.grid_sample(maps[:, None], grid, align_corners=False).view(len(maps), len(points))
+
+
+def importance_points(mask_logits: Sequence[Tensor], candidates: Sequence[Tensor],
+                      uniform: Sequence[Tensor], num_uncertain: int) -> List[Tensor]:
+    """Per set, point coordinates ``(M, num_uncertain + U, 2)`` for the mask losses.
 
     mmdet's ``get_uncertain_point_coords_with_randomness``, with its random numbers passed in:
-    it draws them itself, and taking them as arguments lets all prediction sets be sampled in
-    one call with the random numbers of the per-image implementation.
+    it draws them itself, and the caller draws them in the per-image implementation's order.
 
     Args:
-        mask_logits: ``(R, 1, h, w)``.
-        candidates: ``(R, K, 2)`` uniform points; the ``num_uncertain`` with the smallest
-            ``|logit|`` are kept ...
-        uniform: ``(R, U, 2)`` ... followed by these.
+        mask_logits: per set ``(M, 1, h, w)``.
+        candidates: per set ``(M, K, 2)`` uniform points; the ``num_uncertain`` with the
+            smallest ``|logit|`` are kept ...
+        uniform: per set ``(M, U, 2)`` ... followed by these.
         num_uncertain: how many candidates to keep.
     """
-    uncertainty = get_uncertainty(point_sample(mask_logits, candidates), None)[:, 0]
-    index = uncertainty.topk(num_uncertain, dim=1).indices
-    uncertain = candidates.gather(1, index[..., None].expand(-1, -1, 2))
-    return torch.cat([uncertain, uniform], dim=1)
+    # point_sample's grid, 2 * points - 1, in one buffer for all sets: (M, K, 2) tensors are the
+    # loss's largest after the matching's, and fresh ones cost page faults on the CPU.
+    grid = torch.empty_like(candidates[0])
+    points = []
+    for logits, set_candidates, set_uniform in zip(mask_logits, candidates, uniform):
+        torch.mul(set_candidates, 2, out=grid).sub_(1)
+        sampled = F.grid_sample(logits, grid[:, :, None], align_corners=False)[:, 0, :, 0]
+        # -|logit| (mmdet's get_uncertainty), in place.
+        index = sampled.abs_().neg_().topk(num_uncertain, dim=1, sorted=False).indices
+        # Each (x, y) pair gathered as one complex number: a 2D gather, ~2x faster on the CPU
+        # than gathering the pairs with an expanded (M, num_uncertain, 2) index.
+        uncertain = torch.view_as_complex(set_candidates).gather(1, index)
+        points.append(torch.cat([torch.view_as_real(uncertain), set_uniform], dim=1))
+    return points
 
 
-def sample_targets(gt_masks: Tensor, gts: Tensor, sets: Tensor, points: Tensor,
-                   num_sets: int) -> Tensor:
-    """``(R, P)``: for each of ``R`` matched queries, its target mask at its points.
+def sample_targets(gt_masks: Tensor, gts: Sequence[Tensor], points: Sequence[Tensor]) -> Tensor:
+    """``(S, M, P)``: for each matched query of each set, its target mask at its points.
 
-    Each target mask is sampled once, at the points of the queries matched to it in the
-    ``num_sets`` sets (at most one per set), rather than copied once per match.
+    Each target is matched at most once per set, so each target mask is sampled in place, at
+    the points of the queries matched to it in all sets, rather than copied per match: one call
+    reads the (large) masks once.
 
     Args:
         gt_masks: ``(T, H, W)`` float.
-        gts, sets: ``(R,)``, the target (a row of ``gt_masks``) and the set of each query.
-        points: ``(R, P, 2)``.
-        num_sets: ``S``.
+        gts: per set ``(M,)``, the target (a row of ``gt_masks``) of each query ...
+        points: ... and its points ``(M, P, 2)``.
     """
-    grid = points.new_zeros(len(gt_masks), num_sets, *points.shape[1:])
-    grid[gts, sets] = points
-    sampled = point_sample(gt_masks[:, None], grid.flatten(1, 2))  # (T, 1, S * P)
-    return sampled.view(grid.shape[:3])[gts, sets]
+    grid = points[0].new_zeros(len(gt_masks), len(points), *points[0].shape[1:])
+    for s, (set_gts, set_points) in enumerate(zip(gts, points)):
+        grid[set_gts, s] = 2 * set_points - 1  # point_sample's grid, on the rows in use only
+    sampled = F.grid_sample(gt_masks[:, None], grid.flatten(1, 2)[:, :, None],
+                            align_corners=False).view(grid.shape[:3])
+    return torch.stack([sampled[set_gts, s] for s, set_gts in enumerate(gts)])
 
 
 @MODELS.register_module()
@@ -142,25 +177,25 @@ class EoMTLoss(BaseModule):
     masks of image ``i`` (``T`` in the batch, at most ``N`` in an image), ``P = num_points``,
     ``M`` matched queries per prediction set (``sum_i min(N_i, Q)``, the same for every set).
 
-    The steps of mmdet's ``Mask2FormerHead`` loss, run on the batch:
+    The steps of mmdet's ``Mask2FormerHead`` loss:
 
     1. random points: per set, ``P`` uniform points per image for the matching, then
        ``oversample_ratio * P`` candidate and ``(1 - importance_sample_ratio) * P`` uniform
        points per matched query -- drawn in this order, which is the per-image
        implementation's, so a seeded run draws the same numbers;
-    2. matching: the targets are sampled at every set's points of their image in one call;
-       per set, the predictions of all images are sampled and their costs computed at once
-       (:func:`batched_match_cost`); the Hungarian solves, on the small ``(Q, N_i)`` matrices,
-       run on the CPU with scipy's ``linear_sum_assignment``, as in mmdet's
-       ``HungarianAssigner``;
-    3. losses: the importance-sampled points of the ``S * M`` matched masks, the logits there
-       and the targets there (each target mask sampled once, for all its matches) come out of
-       one call each; mmdet's loss modules then reduce each set.
+    2. matching: per image, the targets are sampled at the image's points of every set in one
+       call; per set and image, all ``Q`` masks at the same points (:func:`sample_maps`) and
+       the ``(Q, N_i)`` costs (:func:`match_cost`); the Hungarian solves run on the CPU with
+       scipy's ``linear_sum_assignment``, as in mmdet's ``HungarianAssigner``;
+    3. losses: per set, the importance-sampled points of the ``M`` matched masks
+       (:func:`importance_points`) and the logits there; the targets at the points of all sets
+       in one call (:func:`sample_targets`); mmdet's loss modules then reduce each set.
 
     The matching and losses are those of the per-image implementation
-    (``tests/test_models/test_loss.py`` checks indices, values and gradients); the cost values
-    agree up to float rounding, so only a near-tie between two matchings could resolve
-    differently.
+    (``tests/test_models/test_loss.py`` checks indices, values and gradients).  The costs agree
+    up to float rounding, so only a near-tie between two matchings could resolve differently;
+    the losses agree up to float rounding too: they average over the same points, in another
+    order.
 
     Checked against the authors' loss (a subclass of transformers' ``Mask2FormerLoss``):
     softmax class cost, pairwise sigmoid BCE mean over points, dice ``1 - (2a + 1)/(b + c + 1)``,
@@ -217,12 +252,12 @@ class EoMTLoss(BaseModule):
         self.importance_sample_ratio = importance_sample_ratio
 
         self.assigner = TASK_UTILS.build(DEFAULT_ASSIGNER if assigner is None else assigner)
-        # Only these costs have a batched form (batched_match_cost); mmdet's softmax
-        # CrossEntropyLossCost is not implemented either.
-        batched = isinstance(self.assigner, HungarianAssigner) and all(
-            type(c) in BATCHED_COSTS and getattr(c, 'use_sigmoid', True)
+        # Only these costs are implemented by match_cost; mmdet's softmax CrossEntropyLossCost
+        # is not implemented either.
+        supported = isinstance(self.assigner, HungarianAssigner) and all(
+            type(c) in MATCH_COSTS and getattr(c, 'use_sigmoid', True)
             for c in self.assigner.match_costs)
-        if not batched:
+        if not supported:
             raise ValueError(
                 'EoMTLoss: assigner must be an mmdet HungarianAssigner with ClassificationCost, '
                 'CrossEntropyLossCost(use_sigmoid=True) and/or DiceCost match costs, got '
@@ -291,7 +326,11 @@ class EoMTLoss(BaseModule):
         num_gts = [len(g) for g in batch_gt_instances]
         # (T,) and (T, H, W): the T = sum(N_i) targets of all images, image after image.
         gt_labels = torch.cat([g.labels for g in batch_gt_instances])
-        gt_masks = torch.cat([g.masks.float() for g in batch_gt_instances])
+        # Converted while copied: one pass over the (often int64) masks, one large tensor.
+        gt_masks = batch_gt_instances[0].masks.new_empty(
+            len(gt_labels), *batch_gt_instances[0].masks.shape[1:], dtype=torch.float)
+        for rows, g in zip(gt_masks.split(num_gts), batch_gt_instances):
+            rows.copy_(g.masks)
         num_matched = sum(min(n, num_queries) for n in num_gts)
         match_points, candidates, uniform = self._draw_points(num_sets, batch_size, num_matched,
                                                               device)
@@ -303,32 +342,30 @@ class EoMTLoss(BaseModule):
         class_weight = class_logits_list[0].new_tensor(self.class_weight)
         # The number of target masks of the batch, averaged over ranks, at least 1.
         num_masks = reduce_mean(class_logits_list[0].new_tensor(float(sum(num_gts)))).clamp(min=1)
-        set_rows = [slice(s * num_matched, (s + 1) * num_matched) for s in range(num_sets)]
         if num_matched:
-            # (S * M, h, w): the matched masks, by set, image and query.
-            matched = torch.cat([mask_logits[images[rows], queries[rows]]
-                                 for mask_logits, rows in zip(mask_logits_list, set_rows)])
+            set_gts = gts.split(num_matched)
+            # Per set (M, 1, h, w): the matched masks, by image and query.
+            matched = [mask_logits[i, q][:, None] for mask_logits, i, q in zip(
+                mask_logits_list, images.split(num_matched), queries.split(num_matched))]
+            num_uncertain = int(self.importance_sample_ratio * self.num_points)
             with torch.no_grad():
-                points = importance_points(matched[:, None], candidates, uniform,
-                                           int(self.importance_sample_ratio * self.num_points))
-                point_targets = sample_targets(gt_masks, gts, sets, points, num_sets)
-            point_logits = point_sample(matched[:, None], points)[:, 0]  # (S * M, P)
+                points = importance_points(matched, candidates, uniform, num_uncertain)
+                point_targets = sample_targets(gt_masks, set_gts, points)
 
         losses = []
-        for s, rows in enumerate(set_rows):
+        for s, (class_logits, mask_logits) in enumerate(zip(class_logits_list, mask_logits_list)):
             set_labels = labels[s].flatten()
-            loss_cls = self.loss_cls(class_logits_list[s].flatten(0, 1), set_labels,
+            loss_cls = self.loss_cls(class_logits.flatten(0, 1), set_labels,
                                      avg_factor=class_weight[set_labels].sum())
             if num_matched:
-                loss_dice = self.loss_dice(point_logits[rows], point_targets[rows],
-                                           avg_factor=num_masks)
-                loss_mask = self.loss_mask(point_logits[rows].reshape(-1),
-                                           point_targets[rows].reshape(-1),
+                point_logits = point_sample(matched[s], points[s])[:, 0]  # (M, P)
+                loss_dice = self.loss_dice(point_logits, point_targets[s], avg_factor=num_masks)
+                loss_mask = self.loss_mask(point_logits.reshape(-1), point_targets[s].reshape(-1),
                                            avg_factor=num_masks * self.num_points)
             else:
                 # No target in the batch: zero, but connected to the graph (as mmdet's), so that
                 # every parameter receives a gradient (DDP).
-                loss_mask = loss_dice = mask_logits_list[s].flatten()[:0].sum()
+                loss_mask = loss_dice = mask_logits.flatten()[:0].sum()
             losses.append(dict(loss_cls=loss_cls, loss_mask=loss_mask, loss_dice=loss_dice))
 
         # The final prediction's losses first, then d0 (the first masked block), d1, ...
@@ -338,7 +375,7 @@ class EoMTLoss(BaseModule):
         return loss_dict
 
     def _draw_points(self, num_sets: int, batch_size: int, num_matched: int,
-                     device: torch.device) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+                     device: torch.device) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
         """All random points of one loss, in ``[0, 1]^2``.
 
         The per-image implementation's ``torch.rand`` calls, with the same shapes and in the same
@@ -346,8 +383,8 @@ class EoMTLoss(BaseModule):
         of the matched masks), so the same generator state gives the same points.
 
         Returns:
-            matching points ``(S, B, P, 2)``; candidates ``(S * M, K, 2)`` and uniform points
-            ``(S * M, U, 2)`` (``None`` when nothing is matched).
+            matching points ``(S, B, P, 2)``; per set, candidates ``(M, K, 2)`` and uniform
+            points ``(M, U, 2)`` (empty lists when nothing is matched).
         """
         num_candidates = int(self.num_points * self.oversample_ratio)
         num_uniform = self.num_points - int(self.importance_sample_ratio * self.num_points)
@@ -360,9 +397,7 @@ class EoMTLoss(BaseModule):
                 candidates.append(torch.rand(num_matched, num_candidates, 2, device=device))
                 uniform.append(torch.rand(num_matched, num_uniform, 2, device=device)
                                if num_uniform else torch.empty(num_matched, 0, 2, device=device))
-        if not num_matched:
-            return torch.stack(match_points), None, None
-        return torch.stack(match_points), torch.cat(candidates), torch.cat(uniform)
+        return torch.stack(match_points), candidates, uniform
 
     @torch.no_grad()
     def match(self, class_logits_list: List[Tensor], mask_logits_list: List[Tensor],
@@ -384,41 +419,29 @@ class EoMTLoss(BaseModule):
             ``gt_masks``); ordered by set, image and query (the order of mmdet's positive
             queries).
         """
-        num_sets, batch_size, num_points = match_points.shape[:3]
+        num_sets = len(match_points)
         first = np.cumsum([0] + num_gts[:-1])
-        matches = []
-        if len(gt_labels):
-            # Each target's image and index in it: the costs are computed on (B, N) targets,
-            # zero-padded to N = max(N_i).
-            device = gt_labels.device
-            image = torch.repeat_interleave(torch.arange(batch_size, device=device),
-                                            torch.tensor(num_gts, device=device))
-            slot = torch.arange(len(gt_labels), device=device) - torch.from_numpy(first).to(
-                device)[image]
-            padded_labels = gt_labels.new_zeros(batch_size, max(num_gts))
-            padded_labels[image, slot] = gt_labels
-            # (T, 1, S * P) -> (S, B, N, P): every target at each set's points of its image.
-            sampled = point_sample(gt_masks[:, None],
-                                   match_points[:, image].transpose(0, 1).flatten(1, 2))
-            gt_points = gt_masks.new_zeros(num_sets, *padded_labels.shape, num_points)
-            gt_points[:, image, slot] = sampled.view(-1, num_sets, num_points).transpose(0, 1)
-            # Per set, the costs of all images at once (masks sampled with Q as channels).
-            cost = torch.stack([
-                batched_match_cost(self.assigner.match_costs, class_logits,
-                                   point_sample(mask_logits, points), padded_labels,
-                                   set_gt_points)
-                for class_logits, mask_logits, points, set_gt_points in zip(
-                    class_logits_list, mask_logits_list, match_points, gt_points)
-            ]).cpu().numpy()  # (S, B, Q, N)
-            for s in range(num_sets):
-                for i, n in enumerate(num_gts):
-                    if n:
-                        # Rows come back sorted: the queries in ascending order.
-                        rows, cols = linear_sum_assignment(cost[s, i, :, :n])
-                        matches.append(
-                            (np.full_like(rows, s), np.full_like(rows, i), rows, cols + first[i]))
-        if not matches:
+        images = [i for i, n in enumerate(num_gts) if n]
+        labels, masks = gt_labels.split(num_gts), gt_masks.split(num_gts)
+        # (N_i, S, P): the targets of an image at its points of every set, in one call.
+        gt_points = {i: sample_maps(masks[i], match_points[:, i].flatten(0, 1)).view(
+            num_gts[i], num_sets, -1) for i in images}
+        pairs = [(s, i) for s in range(num_sets) for i in images]
+        # One (Q, P) buffer for the sigmoids of all of them (see match_cost).
+        scratch = match_points.new_empty(class_logits_list[0].shape[1], match_points.shape[2])
+        costs = [match_cost(self.assigner.match_costs, class_logits_list[s][i],
+                            sample_maps(mask_logits_list[s][i], match_points[s, i]), labels[i],
+                            gt_points[i][:, s], scratch) for s, i in pairs]
+        if not costs:
             return tuple(gt_labels.new_zeros(0) for _ in range(4))
+        # All (Q, N_i) matrices in one copy to the host, for scipy.
+        host = torch.cat([cost.flatten() for cost in costs]).cpu().split(
+            [cost.numel() for cost in costs])
+        matches = []
+        for (s, i), cost, flat in zip(pairs, costs, host):
+            # Rows come back sorted: the queries in ascending order.
+            rows, cols = linear_sum_assignment(flat.view(cost.shape).numpy())
+            matches.append((np.full_like(rows, s), np.full_like(rows, i), rows, cols + first[i]))
         return tuple(torch.from_numpy(np.concatenate(column)).to(gt_labels)
                      for column in zip(*matches))
 
