@@ -235,6 +235,8 @@ def build_variants(args, device) -> List[Variant]:
         specs.append(('old loss', True, False))
     if args.compare_old_optim:
         specs.append(('old optimiser', False, True))
+    if args.compare_old_loss and args.compare_old_optim:  # the code before both changes
+        specs.append(('old loss+optim', True, True))
     variants = []
     for name, old_loss, old_optim in specs:
         replica = copy.deepcopy(model)
