@@ -56,11 +56,13 @@ def test_rejects_an_image_size_off_the_patch_grid():
         load_tool().parse_args(['--img-size', '100'])
 
 
-def test_a_first_argument_naming_a_subcommand_runs_it(capsys):
+@pytest.mark.parametrize('command,expected', [('e2e', 'usage: benchmark.py e2e'),
+                                              ('train', '--compare-old-loss')])
+def test_a_first_argument_naming_a_subcommand_runs_it(capsys, command, expected):
     with pytest.raises(SystemExit) as exit_info:
-        load_tool().main(['e2e', '--help'])
+        load_tool().main([command, '--help'])
     assert exit_info.value.code == 0
-    assert 'usage: benchmark.py e2e' in capsys.readouterr().out
+    assert expected in capsys.readouterr().out
 
 
 def test_e2e_config_needs_exactly_one_task():

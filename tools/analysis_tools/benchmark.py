@@ -9,13 +9,15 @@ shared, noisy machine.  ``--masked`` also times our model with masked attention 
 at probability 1): the cost EoMT avoids at inference.
 
 Subcommands (a first argument naming one, see :data:`SUBCOMMANDS`) run other benchmarks:
-``e2e`` times image file -> segments per stage (``e2e_benchmark.py``).
+``e2e`` times image file -> segments per stage (``e2e_benchmark.py``), ``train`` a full training
+step phase by phase (``train_benchmark.py``).
 
 Examples::
 
     python tools/analysis_tools/benchmark.py --arch small --img-size 640 --compare transformers
     python tools/analysis_tools/benchmark.py --arch large --device cuda --amp --batch-size 8
     python tools/analysis_tools/benchmark.py e2e --task panoptic --amp
+    python tools/analysis_tools/benchmark.py train --compare-old-loss --compare-old-optim
 """
 import argparse
 import importlib
@@ -34,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 REFERENCE_DIR = REPO / '.venv' / 'reference'
 NUM_BLOCKS = {'small': 3, 'base': 3, 'large': 4, 'giant': 5}
 # Subcommand -> module beside this file whose ``main(argv)`` takes the remaining arguments.
-SUBCOMMANDS = {'e2e': 'e2e_benchmark'}
+SUBCOMMANDS = {'e2e': 'e2e_benchmark', 'train': 'train_benchmark'}
 
 
 def time_forward(forward: Callable[[torch.Tensor], object], images: torch.Tensor, warmup: int,
