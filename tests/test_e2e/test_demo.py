@@ -11,10 +11,12 @@ loss, masked attention and its annealing, deep supervision, optimiser, schedule,
 post-processing and metric fit together so that the model learns what it is shown.  The
 untrained score is measured the same way (same config, data and evaluator, no training step).
 """
+import glob
 import importlib.util
 import json
 import os
 import os.path as osp
+import re
 
 import mmcv
 import pytest
@@ -131,6 +133,13 @@ def test_short_demo_learns_and_draws(task, data_root, tmp_path, two_threads):
     cfg.load_from = osp.join(work_dir, f'iter_{SHORT_RUN[task]["iters"]}.pth')
     batched = build_runner(cfg).val()
     assert batched[key] == pytest.approx(after, abs=1e-6)
+
+    # The run announced its duration early (measured on its first iterations) and its end.
+    log = ''.join(open(path, encoding='utf-8').read()
+                  for path in glob.glob(osp.join(work_dir, '*', '*.log')))
+    assert re.search(r'\[demo\] ETA: \d+ ms per iteration on this machine -> training done '
+                     r'in ~[\d.]+ min, evaluation ~\d+ s, the whole run ~[\d.]+ min', log)
+    assert re.search(r'\[demo\] done in [\d.]+ min \(estimated [\d.]+ min\)', log)
 
     with open(osp.join(work_dir, 'metrics.json'), encoding='utf-8') as f:
         summary = json.load(f)
