@@ -78,12 +78,13 @@ class _CheckedCocoMixin(NamedSampleErrorsMixin):
 
     _ANNOTATIONS = 'annotations'  # what the report calls them
 
-    def _setup_checks(self, on_bad_data: str, check_files: bool) -> None:
+    def __init__(self, *args, on_bad_data: str = 'error', check_files: bool = True, **kwargs):
         if on_bad_data not in BAD_DATA_CHOICES:
             raise ValueError(f'{type(self).__name__}: on_bad_data must be one of '
                              f'{BAD_DATA_CHOICES}, got {on_bad_data!r}')
         self.on_bad_data = on_bad_data
         self.check_files = check_files
+        super().__init__(*args, **kwargs)
 
     # --- reading and checking the file ----------------------------------------------------
 
@@ -266,10 +267,6 @@ class CocoDataset(_CheckedCocoMixin, _MMDetCocoDataset):
         *args, **kwargs: mmdet's ``CocoDataset`` arguments.
     """
 
-    def __init__(self, *args, on_bad_data: str = 'error', check_files: bool = True, **kwargs):
-        self._setup_checks(on_bad_data, check_files)
-        super().__init__(*args, **kwargs)
-
     def parse_data_info(self, raw_data_info: dict) -> dict:
         img_info, ann_info = raw_data_info['raw_img_info'], raw_data_info['raw_ann_info']
         data_info = self._base_info(img_info)
@@ -324,10 +321,6 @@ class CocoPanopticDataset(_CheckedCocoMixin, _MMDetCocoPanopticDataset):
     """
 
     _ANNOTATIONS = 'segments'
-
-    def __init__(self, *args, on_bad_data: str = 'error', check_files: bool = True, **kwargs):
-        self._setup_checks(on_bad_data, check_files)
-        super().__init__(*args, **kwargs)
 
     def parse_data_info(self, raw_data_info: dict) -> dict:
         img_info, ann_info = raw_data_info['raw_img_info'], raw_data_info['raw_ann_info']
