@@ -11,8 +11,10 @@ What it promises (mmeomt.models.checkpoint, run as the adapters' load_state_dict
 * ``skip_mismatched=['eomt.class_head']`` lets a checkpoint with another class count (or none)
   initialise everything else, while a class head that fits (resuming) still loads.
 """
+import importlib.util
 import logging
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +26,13 @@ from torch import nn
 from mmeomt.models.backbones.convert import resample_pos_embed
 from mmeomt.registry import MODELS
 from dinov2_formats import eomt_to_authors, randomise
+
+# The reverse of the 'transformers' conversion rules, as the benchmark uses it.
+_spec = importlib.util.spec_from_file_location(
+    'eomt_to_transformers',
+    Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / 'eomt_to_transformers.py')
+_REVERSE = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_REVERSE)
 
 VIT = dict(type='mmeomt.EoMTViT', img_size=64,
            arch=dict(embed_dims=64, num_layers=4, num_heads=2, feedforward_channels=128))
@@ -58,39 +67,9 @@ def source(build=detector, **kwargs):
 
 
 def eomt_to_transformers(core_state):
-    """An ``EoMT`` state dict in ``EomtForUniversalSegmentation``'s layout (its key names)."""
-    rules = [
-        (r'^backbone\.(cls_token|register_tokens)$', r'embeddings.\1'),
-        (r'^backbone\.patch_embed\.projection\.', 'embeddings.patch_embeddings.projection.'),
-        (r'^backbone\.layers\.(\d+)\.ln([12])\.', r'layers.\1.norm\2.'),
-        (r'^backbone\.layers\.(\d+)\.attn\.proj\.', r'layers.\1.attention.out_proj.'),
-        (r'^backbone\.layers\.(\d+)\.attn\.gamma1\.weight$', r'layers.\1.layer_scale1.lambda1'),
-        (r'^backbone\.layers\.(\d+)\.ffn\.gamma2\.weight$', r'layers.\1.layer_scale2.lambda1'),
-        (r'^backbone\.layers\.(\d+)\.ffn\.layers\.0\.0\.', r'layers.\1.mlp.fc1.'),
-        (r'^backbone\.layers\.(\d+)\.ffn\.layers\.1\.', r'layers.\1.mlp.fc2.'),
-        (r'^backbone\.ln1\.', 'layernorm.'),
-        (r'^queries\.weight$', 'query.weight'),
-        (r'^class_head\.', 'class_predictor.'),
-        (r'^upscale\.(\d+)\.norm\.', r'upscale_block.block.\1.layernorm2d.'),
-        (r'^upscale\.(\d+)\.', r'upscale_block.block.\1.'),
-    ]
-    out = {}
-    for key, value in core_state.items():
-        qkv = re.match(r'^backbone\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$', key)
-        head = re.match(r'^mask_head\.([024])\.(weight|bias)$', key)
-        if qkv:
-            for name, part in zip('qkv', value.chunk(3, dim=0)):
-                out[f'layers.{qkv[1]}.attention.{name}_proj.{qkv[2]}'] = part
-        elif head:
-            out[f'mask_head.fc{int(head[1]) // 2 + 1}.{head[2]}'] = value
-        elif key == 'backbone.pos_embed':
-            out['embeddings.position_embeddings.weight'] = value[0]  # an nn.Embedding
-        else:
-            for pattern, repl in rules:
-                if re.search(pattern, key):
-                    key = re.sub(pattern, repl, key)
-                    break
-            out[key] = value
+    """An ``EoMT`` state dict in ``EomtForUniversalSegmentation``'s layout (its key names),
+    with the loss's no-object weight a transformers checkpoint carries."""
+    out = _REVERSE.eomt_to_transformers(core_state)
     out['criterion.empty_weight'] = torch.ones(core_state['class_head.bias'].shape[0])
     return out
 
