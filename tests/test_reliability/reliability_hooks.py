@@ -1,5 +1,5 @@
-"""Test-only hooks and a loss for the training subprocesses of the reliability tests (imported through
-``custom_imports``, with this folder on ``PYTHONPATH``)."""
+"""Test-only hooks and a loss for the training subprocesses of the reliability tests (imported
+through ``custom_imports``, with this folder on ``PYTHONPATH``)."""
 import json
 import os
 import signal

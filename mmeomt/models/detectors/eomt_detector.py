@@ -64,8 +64,8 @@ class EoMTDetector(BaseDetector):
         loss: config of ``mmeomt.EoMTLoss``; ``num_classes`` defaults to the core's.
         num_things_classes: thing classes come first in the label space ...
         num_stuff_classes: ... then stuff classes (0 for instance segmentation).
-        test_cfg: post-processing options of ``EoMTFusionHead`` (mmdet's); keys given here override
-            :data:`DEFAULT_TEST_CFG` (EoMT's values).  Instance models set
+        test_cfg: post-processing options of ``EoMTFusionHead`` (mmdet's); keys given here
+            override :data:`DEFAULT_TEST_CFG` (EoMT's values).  Instance models set
             ``panoptic_on=False, instance_on=True``.
         data_preprocessor: e.g. ``mmdet.DetDataPreprocessor`` config.
         init_cfg: mmengine init config.

@@ -21,7 +21,8 @@ def _at_tiny_crop(transform):
 model = dict(
     eomt=dict(
         backbone=dict(
-            arch=dict(_delete_=True, embed_dims=64, num_layers=4, num_heads=2, feedforward_channels=128),
+            arch=dict(_delete_=True, embed_dims=64, num_layers=4, num_heads=2,
+                      feedforward_channels=128),
             img_size=tiny_crop),
         num_queries=10,
         num_blocks=2),
