@@ -3,6 +3,7 @@
 raises :class:`~mmeomt.datasets.image_check.UnreadableImageError` naming it instead of mmseg's
 ``'NoneType' object has no attribute 'squeeze'``."""
 from mmseg.datasets import ADE20KDataset as _MMSegADE20KDataset
+from mmseg.datasets import BaseSegDataset
 from mmseg.datasets import CityscapesDataset as _MMSegCityscapesDataset
 
 from mmeomt.registry import DATASETS
@@ -19,4 +20,11 @@ class CityscapesDataset(NamedSampleErrorsMixin, _MMSegCityscapesDataset):
     """mmseg's ``CityscapesDataset``, with errors that name the file."""
 
 
-__all__ = ['ADE20KDataset', 'CityscapesDataset']
+@DATASETS.register_module()
+class SegDataset(NamedSampleErrorsMixin, BaseSegDataset):
+    """mmseg's ``BaseSegDataset`` (images + single-channel label PNGs, classes from
+    ``metainfo``), with errors that name the file: the dataset of the custom semantic configs
+    (``configs/eomt/custom/``, ``docs/custom_dataset.md``)."""
+
+
+__all__ = ['ADE20KDataset', 'CityscapesDataset', 'SegDataset']

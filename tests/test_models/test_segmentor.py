@@ -191,6 +191,21 @@ def test_loss_one_target_per_present_class_without_ignore():
     assert model.eomt.queries.weight.grad.abs().sum() > 0
 
 
+def test_label_values_beyond_the_classes_are_named():
+    # A label PNG numbered 1..K (ADE20K's convention) read without reduce_zero_label.
+    model = build()
+    sem_seg = torch.full((CROP, CROP), 255)
+    sem_seg[:10] = NUM_CLASSES
+    sample = seg_sample(sem_seg)
+    sample.set_metainfo(dict(seg_map_path='ann/0001.png'))
+    data = model.data_preprocessor(
+        dict(inputs=[torch.randint(0, 256, (3, CROP, CROP), dtype=torch.uint8)],
+             data_samples=[sample]), True)
+    with pytest.raises(ValueError, match=rf'ann/0001.png holds values \[{NUM_CLASSES}\]; '
+                       rf'expected class indices 0..{NUM_CLASSES - 1} or ignore_index 255'):
+        model(**data, mode='loss')
+
+
 def test_config_errors_are_named():
     with pytest.raises(ValueError, match=r'eomt.num_classes \(4\) must equal num_classes'):
         build(eomt_classes=4)

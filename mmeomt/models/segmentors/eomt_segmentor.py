@@ -165,6 +165,15 @@ class EoMTSegmentor(BaseSegmentor):
         batch_gt_instances, batch_img_metas = self._seg_data_to_instance_data(data_samples)
         for i, gt_instances in enumerate(batch_gt_instances):
             gt_instances.labels = gt_instances.labels.long()
+            bad = gt_instances.labels[gt_instances.labels >= self.num_classes]
+            if bad.numel():
+                # Else the loss fails with an index error far from the cause (a custom
+                # dataset's label convention; docs/custom_dataset.md).
+                raise ValueError(
+                    f'EoMTSegmentor: the label map of {batch_img_metas[i].get("seg_map_path")} '
+                    f'holds values {sorted(set(bad.tolist()))}; expected class indices '
+                    f'0..{self.num_classes - 1} or ignore_index {self.ignore_index} (labels '
+                    '1..K with 0 = unlabelled need reduce_zero_label=True in the dataset)')
             if gt_instances.masks.shape[-2:] != inputs.shape[-2:]:
                 raise ValueError(
                     f'EoMTSegmentor: gt_sem_seg of image {i} is '
