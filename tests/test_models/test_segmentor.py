@@ -1,4 +1,4 @@
-"""EoMTSegmentor: semantic segmentation with EoMT's windowed inference (eomt_facts.md §4)."""
+"""EoMTSegmentor: semantic segmentation with EoMT's windowed inference (docs/method.md §6)."""
 import pytest
 import torch
 from mmengine.registry import init_default_scope
