@@ -1,9 +1,9 @@
 """mmseg adapter of EoMT: semantic segmentation with EoMT's windowed inference.
 
 Training turns ``gt_sem_seg`` into one target mask per class present (docs/method.md §5) and
-calls the core and :class:`EoMTLoss`.  Inference turns mask and class logits into per-pixel class scores
-``sum_q sigmoid(mask_q) * softmax(class_q)[:-1]`` and, in ``window`` mode, averages them over
-square windows slid along the long side of the image (docs/method.md §6).
+calls the core and :class:`EoMTLoss`.  Inference turns mask and class logits into per-pixel
+class scores ``sum_q sigmoid(mask_q) * softmax(class_q)[:-1]`` and, in ``window`` mode, averages
+them over square windows slid along the long side of the image (docs/method.md §6).
 """
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
