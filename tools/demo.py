@@ -13,8 +13,9 @@
 4. Draws ``--num-vis`` validation images as ``image | ground truth | prediction`` with mmdet's
    ``DetLocalVisualizer`` / mmseg's ``SegLocalVisualizer`` into ``<work_dir>/vis/``.
 
-``--max-iters`` shortens (or lengthens) the schedule: warm-ups and annealing windows scale with
-it, so a short run still goes through every stage of the real one.
+``--max-iters N`` (or ``--cfg-options train_cfg.max_iters=N``) shortens or lengthens the run: the
+config states its warm-ups and annealing windows as fractions of ``max_iters``, so a short run
+still goes through every stage of the real one.
 """
 import argparse
 import json
@@ -54,8 +55,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--num-val', type=int, default=None,
                         help='validation images to generate (default: the config\'s)')
     parser.add_argument('--max-iters', type=int, default=None,
-                        help='training iterations (default: the config\'s); warm-ups and '
-                        'annealing windows are scaled along')
+                        help='training iterations (default: the config\'s); the warm-ups and '
+                        'annealing windows, fractions of the run, follow; validation and the '
+                        'checkpoint are at the end')
     parser.add_argument('--num-vis', type=int, default=4,
                         help='validation images to draw into <work_dir>/vis/')
     parser.add_argument('--threads', type=int, default=None,
@@ -88,36 +90,15 @@ def set_data_root(cfg, task: str, data_root: str) -> None:
                 evaluator[key] = new + evaluator[key][len(old):]
 
 
-def scale_schedule(cfg, max_iters: int) -> None:
-    """Run ``max_iters`` iterations with the config's schedule shape: the warm-ups and the
-    masked-attention annealing windows keep their fractions of the run."""
-    old = cfg.train_cfg.max_iters
-    if max_iters == old:
-        return
-
-    def scale(it: int) -> int:
-        return int(round(it * max_iters / old))
-
-    for scheduler in cfg.param_scheduler:
-        w1, w2 = scale(scheduler.warmup_iters), scale(scheduler.vit_warmup_iters)
-        # The scheduler needs w1 + w2 < max_iters.
-        if w1 + w2 >= max_iters:
-            w1, w2 = (max_iters - 1) // 3, (max_iters - 1) // 3
-        scheduler.warmup_iters, scheduler.vit_warmup_iters = w1, w2
-    hook = cfg.default_hooks.mask_annealing
-    starts = [scale(s) for s in hook.start_iters]
-    hook.start_iters = starts
-    hook.end_iters = [max(scale(e), s + 1) for s, e in zip(starts, hook.end_iters)]
-    cfg.train_cfg.max_iters = max_iters
-    cfg.train_cfg.val_interval = max_iters
-    cfg.default_hooks.checkpoint.interval = max_iters
-
-
 def build_config(args: argparse.Namespace) -> Config:
     cfg = Config.fromfile(CONFIGS[args.task])
     set_data_root(cfg, args.task, args.data_root)
     if args.max_iters is not None:
-        scale_schedule(cfg, args.max_iters)
+        # Only the run length: the scheduler and the annealing hook resolve the config's
+        # fractions from it.  One validation and one checkpoint, at the end.
+        cfg.train_cfg.max_iters = args.max_iters
+        cfg.train_cfg.val_interval = args.max_iters
+        cfg.default_hooks.checkpoint.interval = args.max_iters
     cfg.work_dir = args.work_dir or osp.join('work_dirs', f'demo_{args.task}')
     cfg.launcher = 'none'
     if args.cfg_options:

@@ -35,8 +35,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'bfloat16 on the CPU')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
-        help='override config entries, e.g. train_cfg.max_iters=1000 '
-        'model.eomt.num_queries=100 "default_hooks.mask_annealing.start_iters=[1,2,3,4]"')
+        help='override config entries, e.g. train_cfg.max_iters=1000 (the annealing windows, '
+        'fractions of it, follow) model.eomt.num_queries=100 '
+        '"default_hooks.mask_annealing.start_fractions=[0.1,0.2,0.3,0.4]"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     # torch.distributed.launch passes --local_rank (older) or --local-rank (newer).

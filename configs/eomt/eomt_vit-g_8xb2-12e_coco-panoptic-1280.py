@@ -8,8 +8,10 @@ _base_ = [
 
 model = dict(eomt=dict(backbone=dict(img_size=1280)))
 
-# Masked-attention annealing, block by block (EOMT.md §1).
+# Masked-attention annealing, block by block (docs/method.md §2): block k loses its mask over
+# one window (the schedule's annealing_window, a fraction of the run), the windows starting
+# 1, 1.75, 2.5, 3.25 and 4 windows into the run.
 default_hooks = dict(
     mask_annealing=dict(
-        start_iters=[14782, 25869, 36955, 48042, 59128],
-        end_iters=[29564, 40651, 51737, 62824, 73910]))
+        start_fractions=[k * _base_.annealing_window for k in (1, 1.75, 2.5, 3.25, 4)],
+        end_fractions=[(k + 1) * _base_.annealing_window for k in (1, 1.75, 2.5, 3.25, 4)]))

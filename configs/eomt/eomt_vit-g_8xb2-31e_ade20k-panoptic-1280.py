@@ -31,8 +31,10 @@ model = dict(
 load_from = ('https://huggingface.co/tue-mps/coco_panoptic_eomt_giant_1280/'
              'resolve/main/pytorch_model.bin')
 
-# Masked-attention annealing, block by block (EOMT.md §1).
+# Masked-attention annealing, block by block (docs/method.md §2): block k loses its mask over
+# one window (the schedule's annealing_window, a fraction of the run), the windows starting
+# 1, 1.75, 2.5, 3.25 and 4 windows into the run.
 default_hooks = dict(
     mask_annealing=dict(
-        start_iters=[6520, 11410, 16300, 21190, 26080],
-        end_iters=[13040, 17930, 22820, 27710, 32600]))
+        start_fractions=[k * _base_.annealing_window for k in (1, 1.75, 2.5, 3.25, 4)],
+        end_fractions=[(k + 1) * _base_.annealing_window for k in (1, 1.75, 2.5, 3.25, 4)]))

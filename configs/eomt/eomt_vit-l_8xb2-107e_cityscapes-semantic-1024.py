@@ -15,8 +15,10 @@ model = dict(
     num_classes=num_classes,
     test_cfg=dict(crop_size=crop_size))
 
-# Masked-attention annealing, block by block (EOMT.md §1).
+# Masked-attention annealing, block by block (docs/method.md §2): block k loses its mask over
+# one window (the schedule's annealing_window, a fraction of the run), the windows starting
+# 1, 2, 3 and 4 windows into the run.
 default_hooks = dict(
     mask_annealing=dict(
-        start_iters=[3317, 6634, 9951, 13268],
-        end_iters=[6634, 9951, 13268, 16585]))
+        start_fractions=[k * _base_.annealing_window for k in (1, 2, 3, 4)],
+        end_fractions=[(k + 1) * _base_.annealing_window for k in (1, 2, 3, 4)]))

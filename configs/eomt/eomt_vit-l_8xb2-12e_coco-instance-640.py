@@ -14,8 +14,10 @@ model = dict(
     num_stuff_classes=0,
     test_cfg=dict(panoptic_on=False, instance_on=True))
 
-# Masked-attention annealing, block by block (EOMT.md §1): as COCO panoptic.
+# Masked-attention annealing, block by block (docs/method.md §2): block k loses its mask over
+# one window (the schedule's annealing_window, a fraction of the run), the windows starting
+# 1, 2, 3 and 4 windows into the run.
 default_hooks = dict(
     mask_annealing=dict(
-        start_iters=[14782, 29564, 44346, 59128],
-        end_iters=[29564, 44346, 59128, 73910]))
+        start_fractions=[k * _base_.annealing_window for k in (1, 2, 3, 4)],
+        end_fractions=[(k + 1) * _base_.annealing_window for k in (1, 2, 3, 4)]))

@@ -6,8 +6,10 @@ _base_ = [
     './_base_/default_runtime_det.py'
 ]
 
-# Masked-attention annealing, block by block (EOMT.md §1).
+# Masked-attention annealing, block by block (docs/method.md §2): block k loses its mask over
+# one window (the schedule's annealing_window, a fraction of the run), the windows starting
+# 1, 2, 3 and 4 windows into the run.
 default_hooks = dict(
     mask_annealing=dict(
-        start_iters=[14782, 29564, 44346, 59128],
-        end_iters=[29564, 44346, 59128, 73910]))
+        start_fractions=[k * _base_.annealing_window for k in (1, 2, 3, 4)],
+        end_fractions=[(k + 1) * _base_.annealing_window for k in (1, 2, 3, 4)]))

@@ -6,8 +6,10 @@ _base_ = [
     './_base_/default_runtime_det.py'
 ]
 
-# Masked-attention annealing, block by block (EOMT.md §1).
+# Masked-attention annealing, block by block (docs/method.md §2): block k loses its mask over
+# one window (the schedule's annealing_window, a fraction of the run), the windows starting
+# 1, 2.5 and 4 windows into the run.
 default_hooks = dict(
     mask_annealing=dict(
-        start_iters=[29564, 73910, 118256],
-        end_iters=[59128, 103474, 147820]))
+        start_fractions=[k * _base_.annealing_window for k in (1, 2.5, 4)],
+        end_fractions=[(k + 1) * _base_.annealing_window for k in (1, 2.5, 4)]))

@@ -1,5 +1,5 @@
-"""Every published config loads, matches EOMT.md's model table, builds its model and runs its
-train and test pipelines on a fake data root."""
+"""Every published config loads, matches the published models (docs/method.md §8), builds its
+model and runs its train and test pipelines on a fake data root."""
 import copy
 import glob
 import json
@@ -18,7 +18,8 @@ CONFIG_DIR = osp.join(ROOT, 'configs', 'eomt')
 NAME = re.compile(r'eomt_vit-(?P<size>[sblg])_8xb2-(?P<epochs>\d+)e_(?P<task>[a-z0-9-]+)-'
                   r'(?P<crop>\d+)\.py$')
 
-# EOMT.md §6 plus the ADE20K-panoptic g / 1280 models of the authors' model zoo.
+# docs/method.md §8: the paper's models plus the ADE20K-panoptic g / 1280 models of the authors'
+# model zoo.
 PUBLISHED = {
     'eomt_vit-s_8xb2-24e_coco-panoptic-640.py', 'eomt_vit-b_8xb2-24e_coco-panoptic-640.py',
     'eomt_vit-l_8xb2-12e_coco-panoptic-640.py', 'eomt_vit-g_8xb2-12e_coco-panoptic-640.py',
@@ -42,7 +43,7 @@ CLASSES = {  # task -> (num_classes, things, stuff, dataset type)
 # Iterations per epoch at batch 16 (see configs/eomt/_base_/schedules).
 ITERS_PER_EPOCH = {'coco-panoptic': 7391, 'coco-instance': 7329, 'ade20k-panoptic': 1263,
                    'ade20k-semantic': 1263, 'cityscapes-semantic': 185}
-# eomt_facts.md §6.
+# Today's windows of the published configs (the authors' iterations, docs/method.md §2).
 ANNEALING = {
     ('s', 'coco-panoptic'): ([29564, 73910, 118256], [59128, 103474, 147820]),
     ('b', 'coco-panoptic'): ([29564, 73910, 118256], [59128, 103474, 147820]),
@@ -132,7 +133,7 @@ def test_config_matches_the_method(path):
     assert tuple(steps['Pad'].size) == crop and steps['Pad'].pad_val['img'] == 0
     assert tuple(steps['RandomCrop'].crop_size) == crop
     colour_jitter = 'PhotoMetricDistortion' in steps
-    assert colour_jitter is not info['task'].startswith('coco')  # eomt_facts.md §5
+    assert colour_jitter is not info['task'].startswith('coco')  # docs/method.md §5
 
     # Optimisation and schedule.
     optim = cfg.optim_wrapper
@@ -151,12 +152,35 @@ def test_config_matches_the_method(path):
     # Hooks.
     annealing = cfg.default_hooks.mask_annealing
     assert annealing.type == 'mmeomt.MaskAnnealingHook' and annealing.power == 0.9
-    assert (annealing.start_iters, annealing.end_iters) == ANNEALING[(info['size'],
-                                                                       info['task'])]
-    assert len(annealing.start_iters) == num_blocks
-    assert max(annealing.end_iters) < cfg.train_cfg.max_iters
+    # Stated as fractions of the run, resolved to exactly the iterations of the authors.
+    assert annealing.start_iters is None and annealing.end_iters is None
+    starts, ends = annealing_hook(cfg).resolve(cfg.train_cfg.max_iters)
+    assert (starts, ends) == ANNEALING[(info['size'], info['task'])]
+    assert len(starts) == num_blocks
+    assert max(ends) < cfg.train_cfg.max_iters
     assert cfg.default_hooks.checkpoint.type == 'mmeomt.AtomicCheckpointHook'
     assert cfg.visualizer.type == ('SegLocalVisualizer' if semantic else 'DetLocalVisualizer')
+
+
+def annealing_hook(cfg):
+    from mmeomt.registry import HOOKS
+    return HOOKS.build(dict(cfg.default_hooks.mask_annealing, type='mmeomt.MaskAnnealingHook'))
+
+
+@pytest.mark.parametrize('max_iters', [1000, 250000])
+@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+def test_annealing_follows_max_iters(path, max_iters):
+    """``--cfg-options train_cfg.max_iters=N``: the windows keep their fractions of the run."""
+    info = parse(path)
+    cfg = Config.fromfile(path)
+    published = cfg.train_cfg.max_iters
+    cfg.merge_from_dict({'train_cfg.max_iters': max_iters})
+    starts, ends = annealing_hook(cfg).resolve(cfg.train_cfg.max_iters)
+    scale = max_iters / published
+    # Each within the roundings of today's iteration (to +-0.5) and of the new one.
+    for resolved, today in zip(starts + ends, sum(ANNEALING[(info['size'], info['task'])], [])):
+        assert abs(resolved - today * scale) <= 0.5 + 0.5 * scale + 1e-9
+    assert max(ends) < max_iters
 
 
 def tiny_model_cfg(cfg):
@@ -403,7 +427,7 @@ def test_ade20k_panoptic_class_order_follows_mmdets_converter():
                       if isinstance(node, ast.Assign)
                       and getattr(node.targets[0], 'id', '') == 'ORIGINAL_CATEGORIES')
     expected = [ade150.index(name) for name in ADE20KPanopticDataset.METAINFO['classes']]
-    # The stuff part is the authors' stuff_classes list (eomt_facts.md §6).
+    # The stuff part is the authors' stuff_classes list (docs/method.md §5).
     assert expected[100:][:8] == [0, 1, 2, 3, 4, 5, 6, 9]
     for path in glob.glob(osp.join(CONFIG_DIR, 'eomt_vit-*_ade20k-panoptic-*.py')):
         assert Config.fromfile(path).model.checkpoint_class_order == expected, path

@@ -78,6 +78,39 @@ def evaluate_on_train_split(task, data_root):
     return options
 
 
+def resolved_schedule(cfg):
+    """The warm-ups and annealing windows, in iterations, that a Runner built from ``cfg`` uses
+    (the scheduler gets ``end = max_iters`` as the Runner gives it)."""
+    from mmengine.optim import OptimWrapper
+
+    from mmeomt.registry import HOOKS, PARAM_SCHEDULERS
+    groups = [dict(params=[torch.nn.Parameter(torch.zeros(1))], vit=vit) for vit in (False, True)]
+    wrapper = OptimWrapper(torch.optim.SGD(groups, lr=1.0))
+    [scheduler] = cfg.param_scheduler
+    scheduler = PARAM_SCHEDULERS.build(
+        dict(scheduler, optimizer=wrapper, end=cfg.train_cfg.max_iters))
+    hook = HOOKS.build(cfg.default_hooks.mask_annealing)
+    return dict(warmups=(scheduler.warmup_iters, scheduler.vit_warmup_iters),
+                annealing=hook.resolve(cfg.train_cfg.max_iters))
+
+
+@pytest.mark.parametrize('task', ['panoptic', 'instance', 'semantic'])
+def test_main_job_schedule_is_unchanged(task):
+    """The config's fractions give the demo's iterations of its measured runs (README)."""
+    cfg = demo.build_config(demo.parse_args(['--task', task]))
+    assert cfg.train_cfg.max_iters == 1100
+    assert resolved_schedule(cfg) == dict(warmups=(20, 40), annealing=([183, 733], [366, 916]))
+
+
+@pytest.mark.parametrize('option', [['--max-iters', '220'],
+                                    ['--cfg-options', 'train_cfg.max_iters=220']])
+def test_run_length_rescales_the_schedule(option):
+    """A fifth of the run: every warm-up and window a fifth as long (rounded half up)."""
+    cfg = demo.build_config(demo.parse_args(option))
+    assert cfg.train_cfg.max_iters == 220
+    assert resolved_schedule(cfg) == dict(warmups=(4, 8), annealing=([37, 147], [73, 183]))
+
+
 def flip_index(task):
     """Position of RandomFlip in the task's training pipeline (RandomResize follows it): after
     the loading transforms, and the colour jitter in the semantic one."""

@@ -1,5 +1,8 @@
-"""MaskAnnealingHook: attn_mask_probs during iteration t is EOMT.md §1's p_k(t), also after a
-resume, in a real mmengine Runner (with the constructor, the scheduler and atomic checkpoints)."""
+"""MaskAnnealingHook: attn_mask_probs during iteration t is docs/method.md §2's p_k(t), also after
+a resume, in a real mmengine Runner (with the constructor, the scheduler and atomic checkpoints);
+windows given as fractions of the run are resolved from its max_iters."""
+
+import math
 
 import pytest
 import torch
@@ -7,6 +10,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 from mmeomt.engine import MaskAnnealingHook, annealed_prob
+from mmeomt.engine.schedule_fractions import fraction_to_iter
 
 START, END = [2, 4], [6, 10]
 MAX_ITERS, CKPT = 12, 6
@@ -42,6 +46,52 @@ def test_arguments_are_validated():
         MaskAnnealingHook([1], [3], power=0)
 
 
+def test_windows_are_iterations_or_fractions_never_both():
+    with pytest.raises(ValueError, match='not both'):
+        MaskAnnealingHook([1], [3], start_fractions=[0.1], end_fractions=[0.3])
+    with pytest.raises(ValueError, match='not both'):  # a pair split across the two kinds
+        MaskAnnealingHook(start_iters=[1], end_fractions=[0.3])
+    with pytest.raises(ValueError, match='not neither'):
+        MaskAnnealingHook()
+    # Ints are never fractions, floats never iterations, and a list does not mix them.
+    with pytest.raises(TypeError, match=r'mask_annealing\.start_fractions must be .*floats'):
+        MaskAnnealingHook(start_fractions=[1, 0.5], end_fractions=[1.0, 0.75])
+    with pytest.raises(TypeError, match=r'mask_annealing\.end_iters must be .*ints'):
+        MaskAnnealingHook(start_iters=[1, 2], end_iters=[3, 4.0])
+    with pytest.raises(TypeError, match=r'\[0, 1\]'):
+        MaskAnnealingHook(start_fractions=[0.5], end_fractions=[1.5])
+    with pytest.raises(TypeError, match='start_fractions'):
+        MaskAnnealingHook(start_fractions=[-0.1], end_fractions=[0.5])
+    with pytest.raises(ValueError, match=r'start_fractions\[k\] < end_fractions\[k\]'):
+        MaskAnnealingHook(start_fractions=[0.5], end_fractions=[0.5])
+
+
+def test_fractions_resolve_when_the_run_length_is_known():
+    hook = MaskAnnealingHook(start_fractions=[1 / 6, 7 / 24], end_fractions=[2 / 6, 11 / 24])
+    with pytest.raises(RuntimeError, match='before_train'):
+        hook.probs(0)
+    # Round half up: 7/24 and 11/24 of 88,692 are 25,868.5 and 40,650.5.
+    assert hook.resolve(88692) == ([14782, 25869], [29564, 40651])
+    assert hook.resolve(1100) == ([183, 321], [367, 504])
+    # Windows in iterations do not depend on the run.
+    assert MaskAnnealingHook([2], [6]).resolve(1000) == ([2], [6])
+    # A window shorter than an iteration: the mask drops at once.
+    assert MaskAnnealingHook(start_fractions=[0.5], end_fractions=[0.6]).resolve(3) == ([2],
+                                                                                          [2])
+    assert [annealed_prob(it, 2, 2) for it in range(4)] == [1.0, 1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize('total', [1, 7, 1100, 88692, 177384])
+def test_fraction_to_iter_is_round_half_up_on_the_exact_fraction(total):
+    for num, den in [(1, 6), (7, 24), (11, 24), (5, 12), (2, 3), (5, 6), (1, 2), (0, 1), (1, 1)]:
+        expected = (2 * num * total + den) // (2 * den)  # floor(num * total / den + 1/2)
+        assert fraction_to_iter(num / den, total) == expected, (num, den)
+    # The float's last bit does not matter: the neighbours of 7/24 land on either side of the
+    # tie 25,868.5, yet resolve like 7/24 itself.
+    for near in (math.nextafter(7 / 24, 0), 7 / 24, math.nextafter(7 / 24, 1)):
+        assert fraction_to_iter(near, 88692) == 25869
+
+
 class Recorder(Hook):
     """Records what iteration ``runner.iter`` runs with (after every other before-hook)."""
 
@@ -66,7 +116,7 @@ class Recorder(Hook):
             lrs=[g['lr'] for g in runner.optim_wrapper.optimizer.param_groups])
 
 
-def make_runner(model, dataset, work_dir, recorder, **kwargs):
+def make_runner(model, dataset, work_dir, recorder, annealing=None, **kwargs):
     return Runner(
         model=model,
         work_dir=str(work_dir),
@@ -90,8 +140,11 @@ def make_runner(model, dataset, work_dir, recorder, **kwargs):
             checkpoint=dict(type='mmeomt.AtomicCheckpointHook', by_epoch=False,
                             interval=CKPT),
             logger=dict(type='LoggerHook', interval=1)),
-        custom_hooks=[dict(type='mmeomt.MaskAnnealingHook', start_iters=START,
-                           end_iters=END), recorder],
+        custom_hooks=[
+            dict(type='mmeomt.MaskAnnealingHook', **(annealing or dict(start_iters=START,
+                                                                         end_iters=END))),
+            recorder
+        ],
         default_scope='mmdet',
         log_level='WARNING',
         **kwargs)
@@ -141,6 +194,20 @@ def test_runner_anneals_logs_and_resumes(make_tiny_model, random_images, tmp_pat
     for it, seen in resumed.iters.items():
         assert seen['probs'] == pytest.approx(first.iters[it]['probs']), it
         assert seen['lrs'] == pytest.approx(first.iters[it]['lrs']), it
+
+
+def test_runner_resolves_fractions_from_max_iters(make_tiny_model, random_images, tmp_path):
+    """START/END as fractions of MAX_ITERS give the same probabilities as the iterations."""
+    recorder = Recorder()
+    fractions = dict(start_fractions=[s / MAX_ITERS for s in START],
+                     end_fractions=[e / MAX_ITERS for e in END])
+    runner = make_runner(make_tiny_model(), random_images(2), tmp_path, recorder,
+                         annealing=fractions)
+    runner.train()
+    [hook] = [h for h in runner.hooks if isinstance(h, MaskAnnealingHook)]
+    assert (hook.start_iters, hook.end_iters) == (START, END)
+    for it, seen in recorder.iters.items():
+        assert seen['probs'] == pytest.approx(expected_probs(it)), it
 
 
 def test_mismatched_num_blocks_is_reported(make_tiny_model, random_images, tmp_path):

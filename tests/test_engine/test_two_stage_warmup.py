@@ -1,4 +1,5 @@
-"""TwoStageWarmupPolyLR: the lr of each group during iteration t is eomt_facts.md §3's formula."""
+"""TwoStageWarmupPolyLR: the lr of each group during iteration t is docs/method.md §4's formula;
+warm-ups are given in iterations or as fractions of the schedule."""
 import pytest
 import torch
 from mmengine.optim import OptimWrapper
@@ -112,3 +113,34 @@ def test_bad_arguments_fail_clearly(tiny_model):
         [dict(params=[p]) for p in tiny_model.parameters()], lr=LR))
     with pytest.raises(KeyError, match="'vit' tag"):
         TwoStageWarmupPolyLR(plain, warmup_iters=W1, vit_warmup_iters=W2, end=T)
+
+
+def test_warmups_as_fractions_of_the_schedule(tiny_model):
+    wrapper, reference = build(tiny_model)
+    # W1 = 5 and W2 = 10 of T = 40 iterations.
+    scheduler = TwoStageWarmupPolyLR(wrapper, warmup_fraction=W1 / T, vit_warmup_fraction=W2 / T,
+                                     power=POWER, begin=0, end=T)
+    assert (scheduler.warmup_iters, scheduler.vit_warmup_iters) == (W1, W2)
+    # Fractions of end - begin, rounded half up: 0.1 of 25 is 2.5 -> 3.
+    offset = TwoStageWarmupPolyLR(wrapper, warmup_fraction=0.1, vit_warmup_fraction=0.2,
+                                  begin=15, end=40)
+    assert (offset.warmup_iters, offset.vit_warmup_iters) == (3, 5)
+    # One stage in iterations, the other as a fraction; neither: the authors' 500 and 1000.
+    mixed = TwoStageWarmupPolyLR(wrapper, warmup_iters=4, vit_warmup_fraction=0.5, end=T)
+    assert (mixed.warmup_iters, mixed.vit_warmup_iters) == (4, 20)
+    default = TwoStageWarmupPolyLR(wrapper, end=10000)
+    assert (default.warmup_iters, default.vit_warmup_iters) == (500, 1000)
+
+
+def test_bad_warmups_name_the_field(tiny_model):
+    wrapper, _ = build(tiny_model)
+    with pytest.raises(ValueError, match=r'warmup_iters or warmup_fraction, not both'):
+        TwoStageWarmupPolyLR(wrapper, warmup_iters=5, warmup_fraction=0.1, end=T)
+    with pytest.raises(ValueError, match=r'\.vit_warmup_fraction must be a float in \[0, 1\)'):
+        TwoStageWarmupPolyLR(wrapper, vit_warmup_fraction=1.0, end=T)
+    with pytest.raises(ValueError, match=r'\.warmup_fraction must be a float'):
+        TwoStageWarmupPolyLR(wrapper, warmup_fraction=5, end=T)  # an int is no fraction
+    with pytest.raises(ValueError, match=r'\.warmup_iters must be an int'):
+        TwoStageWarmupPolyLR(wrapper, warmup_iters=0.1, end=T)  # a float is no iteration
+    with pytest.raises(ValueError, match='shorter than'):
+        TwoStageWarmupPolyLR(wrapper, warmup_fraction=0.5, vit_warmup_fraction=0.5, end=T)

@@ -44,13 +44,13 @@ def test_train_merges_cfg_options_and_work_dir(tmp_path):
     args = train_tool.parse_args([
         COCO_L, '--work-dir', str(tmp_path), '--launcher', 'none', '--cfg-options',
         'train_cfg.max_iters=100', 'model.eomt.num_queries=7',
-        'default_hooks.mask_annealing.start_iters=[1,2,3,4]'])
+        'default_hooks.mask_annealing.start_fractions=[0.1,0.2,0.3,0.4]'])
     cfg = train_tool.build_config(args)
     assert cfg.work_dir == str(tmp_path)
     assert cfg.launcher == 'none'
     assert cfg.train_cfg.max_iters == 100
     assert cfg.model.eomt.num_queries == 7
-    assert cfg.default_hooks.mask_annealing.start_iters == [1, 2, 3, 4]
+    assert cfg.default_hooks.mask_annealing.start_fractions == [0.1, 0.2, 0.3, 0.4]
     assert cfg.optim_wrapper.type == 'OptimWrapper'
     assert cfg.resume is False
 
