@@ -4,7 +4,7 @@
                          [--data-root data/synthetic] [--max-iters N] [--num-vis N]
                          [--cfg-options KEY=VALUE ...]
 
-1. Writes the synthetic dataset (``mmeomt/datasets/synthetic.py``) under ``--data-root`` unless
+1. Writes the synthetic dataset (``mmeomt/datasets/synthetic/``) under ``--data-root`` unless
    it is already there (the generator is idempotent).
 2. Trains ``configs/eomt/synthetic/eomt_vit-t_synthetic-<task>.py`` from scratch with
    mmengine's Runner (log lines with the ETA, masked-attention probabilities and losses).

@@ -10,7 +10,7 @@ from mmseg.datasets import BaseSegDataset
 
 from mmeomt.registry import DATASETS
 from .coco import CocoDataset, CocoPanopticDataset, NamedSampleErrorsMixin
-from .synthetic import CLASSES, PALETTE, STUFF_CLASSES, THING_CLASSES
+from .synthetic.scene import CLASSES, PALETTE, STUFF_CLASSES, THING_CLASSES
 
 
 @DATASETS.register_module()

@@ -276,7 +276,8 @@ def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic, '_encode_png', crash)
+    # After the first scene's COCO files, before its semantic map.
+    monkeypatch.setattr(synthetic.ade.AdeSemanticWriter, 'add', crash)
     with pytest.raises(KeyboardInterrupt):
         generate_synthetic_dataset(str(tmp_path / 'data'), num_train=2, num_val=1)
     assert os.listdir(tmp_path) == []

@@ -3,7 +3,7 @@
     python tools/dataset_converters/make_synthetic.py --out data/synthetic
 
 Idempotent: if ``--out`` already holds the dataset for the same parameters and generator
-version (``manifest.json``), nothing is written.  See ``mmeomt/datasets/synthetic.py``.
+version (``manifest.json``), nothing is written.  See ``mmeomt/datasets/synthetic/``.
 """
 import argparse
 import json

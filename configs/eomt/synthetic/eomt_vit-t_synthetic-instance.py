@@ -1,4 +1,4 @@
-# EoMT-T on the synthetic shapes (mmeomt/datasets/synthetic.py), instance: 5 thing classes (crowd
+# EoMT-T on the synthetic shapes (mmeomt/datasets/synthetic/), instance: 5 thing classes (crowd
 # groups are ignored, as COCO's).  `make demo TASK=instance`.
 #
 # Everything is the published COCO instance set-up (_base_: mmdet adapter, COCO instance

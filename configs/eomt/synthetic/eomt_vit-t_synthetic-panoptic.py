@@ -1,4 +1,4 @@
-# EoMT-T on the synthetic shapes (mmeomt/datasets/synthetic.py), panoptic: 5 things, 3 stuff.
+# EoMT-T on the synthetic shapes (mmeomt/datasets/synthetic/), panoptic: 5 things, 3 stuff.
 # The demo of `make demo` (tools/demo.py): trains from scratch in minutes on 2 CPU cores.
 #
 # Everything is the published COCO panoptic set-up (_base_: mmdet adapter, COCO panoptic

@@ -1,4 +1,4 @@
-# EoMT-T on the synthetic shapes (mmeomt/datasets/synthetic.py), semantic: 8 classes (5 shapes,
+# EoMT-T on the synthetic shapes (mmeomt/datasets/synthetic/), semantic: 8 classes (5 shapes,
 # 3 textures; the unlabelled clutter is ignored as ADE20K's label 0).  `make demo TASK=semantic`.
 #
 # Everything is the published ADE20K semantic set-up (_base_: mmseg adapter with windowed

@@ -1,13 +1,4 @@
-"""A small synthetic segmentation dataset, so that EoMT can be seen learning without COCO or ADE20K.
-
-One set of scenes is written in the three formats the real configs read:
-
-* COCO panoptic (``coco/annotations/panoptic_{train,val}2017.json`` + PNGs whose RGB encodes the
-  segment id as ``R + 256 * G + 256**2 * B``), for mmdet's ``CocoPanopticDataset``;
-* COCO instance (``coco/annotations/instances_{train,val}2017.json``, masks as compressed RLE,
-  a few ``iscrowd=1`` groups), for mmdet's ``CocoDataset``;
-* ADE20K-style semantic maps (``ade/annotations/{training,validation}/*.png``, 0 = unlabelled,
-  ``1..K`` = classes, i.e. ``reduce_zero_label=True``), for mmseg's ``BaseSegDataset``.
+"""The synthetic scenes: what is drawn, independent of the file formats.
 
 A scene is a background split into up to three textured *stuff* regions (stripes, checker,
 noise) by smooth random boundaries, an optional unlabelled clutter blob (void), an optional crowd
@@ -23,28 +14,14 @@ ones, so instances touch and occlude; a placement that would hide most of an ear
 retried elsewhere.  Edges are anti-aliased; a pixel belongs to the top-most shape covering at
 least half of it.
 
-Every image is drawn from its own ``numpy`` generator seeded by ``(seed, split, index)``, so a
-seed fixes every byte, and a larger ``num_train`` keeps the first images unchanged.  The dataset
-is written into a temporary sibling directory which is renamed into place only when complete,
-with ``manifest.json`` (parameters + generator version) last; a second call with the same
-parameters finds the manifest and returns at once.
+Every image is drawn from its own ``numpy`` generator seeded by ``(seed, split, index)``
+(:func:`scene_rng`), so a seed fixes every pixel, and a larger split keeps its first images.
 """
-import json
-import os
-import os.path as osp
-import shutil
-import tempfile
 from dataclasses import dataclass
-from io import BytesIO
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
-
-# Bump whenever a change alters any written byte: the manifest check then regenerates old data.
-GENERATOR_VERSION = 3
 
 THING_CLASSES = ('circle', 'square', 'triangle', 'star', 'cross')
 STUFF_CLASSES = ('stripes', 'checker', 'noise')
@@ -54,10 +31,7 @@ CATEGORY_IDS = tuple(range(1, len(CLASSES) + 1))
 PALETTE = ((220, 20, 60), (0, 130, 230), (250, 170, 30), (150, 60, 220), (20, 190, 80),
            (120, 120, 120), (170, 120, 60), (90, 190, 190))
 SPLITS = ('train', 'val')
-# Directory names of each split in the two layouts.
-COCO_SPLIT_DIRS = {'train': 'train2017', 'val': 'val2017'}
-ADE_SPLIT_DIRS = {'train': 'training', 'val': 'validation'}
-# Scene parameters (changing one changes the data: bump GENERATOR_VERSION).
+# Scene parameters (changing one changes the data: bump GENERATOR_VERSION, __init__.py).
 IMG_SIZE_RANGE = (160, 256)     # height and width drawn independently, inclusive
 NUM_THINGS_RANGE = (1, 8)       # per image, inclusive
 MIN_THING_RADIUS_FRAC = 0.09    # size is log-uniform between these fractions of the short side
@@ -70,7 +44,6 @@ VOID_PROB = 0.3
 THING_HUES = (0, 28, 60, 105, 145)
 STUFF_HUES = (15, 90, 165)
 HUE_JITTER = 14
-JPEG_QUALITY = 92
 SUPERSAMPLE = 4                 # anti-aliasing factor for shape edges
 
 
@@ -381,205 +354,3 @@ def render_scene(rng: np.random.Generator) -> Scene:
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator of image ``index`` of ``split``: independent of the split sizes."""
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), index]))
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-
-
-def _encode_png(array: np.ndarray) -> bytes:
-    buf = BytesIO()
-    Image.fromarray(array).save(buf, format='PNG', optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
-def _encode_jpeg(array: np.ndarray) -> bytes:
-    buf = BytesIO()
-    Image.fromarray(array).save(buf, format='JPEG', quality=JPEG_QUALITY)
-    return buf.getvalue()
-
-
-def _write(path: str, data: bytes) -> None:
-    with open(path, 'wb') as f:
-        f.write(data)
-
-
-def _dump_json(path: str, obj: dict) -> None:
-    with open(path, 'w', encoding='utf-8') as f:
-        json.dump(obj, f, separators=(',', ':'))
-
-
-def _bbox(mask: np.ndarray) -> List[int]:
-    """COCO ``[x, y, w, h]`` of the pixels of ``mask`` (H, W)."""
-    ys, xs = np.nonzero(mask)
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
-            int(ys.max() - ys.min() + 1)]
-
-
-def _image_id(split: str, index: int) -> int:
-    # Train and val ids never collide, whatever the split sizes (as in COCO).
-    return index + 1 if split == 'train' else 1_000_000 + index + 1
-
-
-def _categories(things_only: bool = False) -> List[dict]:
-    cats = []
-    for cid, name, colour in zip(CATEGORY_IDS, CLASSES, PALETTE):
-        isthing = name in THING_CLASSES
-        if things_only and not isthing:
-            continue
-        cat = dict(id=cid, name=name, supercategory='shape' if isthing else 'texture')
-        if not things_only:
-            cat.update(isthing=int(isthing), color=list(colour))
-        cats.append(cat)
-    return cats
-
-
-def _write_split(root: str, split: str, num: int, seed: int) -> dict:
-    """Render and write ``num`` scenes of ``split`` under ``root``; returns the split's stats."""
-    coco_img_dir = osp.join(root, 'coco', COCO_SPLIT_DIRS[split])
-    pan_dir = osp.join(root, 'coco', 'annotations', f'panoptic_{COCO_SPLIT_DIRS[split]}')
-    ade_img_dir = osp.join(root, 'ade', 'images', ADE_SPLIT_DIRS[split])
-    ade_ann_dir = osp.join(root, 'ade', 'annotations', ADE_SPLIT_DIRS[split])
-    for d in (coco_img_dir, pan_dir, ade_img_dir, ade_ann_dir):
-        os.makedirs(d, exist_ok=True)
-    info = dict(description=f'mmeomt synthetic shapes, {split} split', version=GENERATOR_VERSION,
-                seed=seed)
-    images, pan_anns, inst_anns = [], [], []
-    segments_per_class = np.zeros(len(CLASSES), np.int64)
-    pixels_per_class = np.zeros(len(CLASSES) + 1, np.int64)   # [0] = void
-    num_crowd = 0
-    for index in range(num):
-        scene = render_scene(scene_rng(seed, split, index))
-        h, w = scene.image.shape[:2]
-        image_id = _image_id(split, index)
-        stem = f'{image_id:012d}'
-        jpg = _encode_jpeg(scene.image)
-        _write(osp.join(coco_img_dir, stem + '.jpg'), jpg)
-        _write(osp.join(ade_img_dir, stem + '.jpg'), jpg)
-        ids, seg_ids = scene.panoptic_ids()
-        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-        _write(osp.join(pan_dir, stem + '.png'), _encode_png(rgb))
-        sem = scene.semantic_map()
-        _write(osp.join(ade_ann_dir, stem + '.png'), _encode_png(sem))
-        pixels_per_class += np.bincount(sem.ravel(), minlength=len(CLASSES) + 1)
-
-        images.append(dict(id=image_id, file_name=stem + '.jpg', height=h, width=w))
-        segments_info = []
-        for seg, seg_id in zip(scene.segments, seg_ids):
-            area, bbox = int(seg.mask.sum()), _bbox(seg.mask)
-            segments_info.append(dict(id=seg_id, category_id=seg.category_id,
-                                      iscrowd=int(seg.iscrowd), bbox=bbox, area=area))
-            segments_per_class[seg.category_id - 1] += 1
-            num_crowd += seg.iscrowd
-            if seg.isthing:
-                rle = mask_utils.encode(np.asfortranarray(seg.mask.astype(np.uint8)))
-                inst_anns.append(dict(
-                    id=len(inst_anns) + 1 + (0 if split == 'train' else 1_000_000),
-                    image_id=image_id, category_id=seg.category_id,
-                    segmentation=dict(size=[h, w], counts=rle['counts'].decode('ascii')),
-                    area=area, bbox=bbox, iscrowd=int(seg.iscrowd)))
-        pan_anns.append(dict(image_id=image_id, file_name=stem + '.png',
-                             segments_info=segments_info))
-
-    ann_dir = osp.join(root, 'coco', 'annotations')
-    _dump_json(osp.join(ann_dir, f'panoptic_{COCO_SPLIT_DIRS[split]}.json'),
-               dict(info=info, licenses=[], images=images, annotations=pan_anns,
-                    categories=_categories()))
-    _dump_json(osp.join(ann_dir, f'instances_{COCO_SPLIT_DIRS[split]}.json'),
-               dict(info=info, licenses=[], images=images, annotations=inst_anns,
-                    categories=_categories(things_only=True)))
-    num_things = int(segments_per_class[:len(THING_CLASSES)].sum()) - num_crowd
-    return dict(
-        images=num,
-        thing_instances=num_things,
-        crowd_regions=num_crowd,
-        instances_per_image=round(num_things / max(num, 1), 3),
-        segments_per_class=dict(zip(CLASSES, segments_per_class.tolist())),
-        pixel_fraction=dict(zip(('void', ) + CLASSES,
-                                (pixels_per_class / max(pixels_per_class.sum(), 1))
-                                .round(4).tolist())))
-
-
-def _read_manifest(out_dir: str) -> Optional[dict]:
-    try:
-        with open(osp.join(out_dir, 'manifest.json'), encoding='utf-8') as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def generate_synthetic_dataset(out_dir: str, num_train: int = 400, num_val: int = 100,
-                               seed: int = 0) -> Dict:
-    """Write the synthetic dataset to ``out_dir`` unless it is already there.
-
-    Layout (``<split>`` = train2017/val2017 for COCO, training/validation for ADE)::
-
-        out_dir/manifest.json
-        out_dir/coco/<split>/*.jpg
-        out_dir/coco/annotations/panoptic_<split>.json, panoptic_<split>/*.png
-        out_dir/coco/annotations/instances_<split>.json
-        out_dir/ade/images/<split>/*.jpg, ade/annotations/<split>/*.png
-
-    Args:
-        out_dir (str): dataset root; created (with parents) if missing.
-        num_train (int): training images. Defaults to 400.
-        num_val (int): held-out validation images. Defaults to 100.
-        seed (int): fixes every byte written. Defaults to 0.
-
-    Returns:
-        dict: the manifest: ``version``, ``params`` and per-split ``stats``.
-
-    Raises:
-        ValueError: a count or seed is not a non-negative int.
-        FileExistsError: ``out_dir`` exists but holds no manifest of this generator (it is not
-            overwritten: it may be someone's data).
-    """
-    for name, value in (('num_train', num_train), ('num_val', num_val), ('seed', seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f'{name} must be a non-negative int, got {value!r}')
-    params = dict(num_train=int(num_train), num_val=int(num_val), seed=int(seed))
-    out_dir = osp.abspath(out_dir)
-    existing = _read_manifest(out_dir)
-    if existing is not None and existing.get('version') == GENERATOR_VERSION \
-            and existing.get('params') == params:
-        return existing
-    if osp.isdir(out_dir) and not os.listdir(out_dir):
-        os.rmdir(out_dir)  # an empty directory made beforehand holds nothing to protect
-    if osp.exists(out_dir) and (existing is None or existing.get('generator') != __name__):
-        raise FileExistsError(
-            f'{out_dir} exists and is not a dataset written by {__name__} (no manifest.json); '
-            'remove it or choose another output directory')
-
-    parent = osp.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    # Build beside the target and rename: an interrupted run leaves only a hidden temp dir.
-    tmp = tempfile.mkdtemp(prefix=f'.{osp.basename(out_dir)}.tmp-', dir=parent)
-    try:
-        stats = {split: _write_split(tmp, split, n, params['seed'])
-                 for split, n in zip(SPLITS, (params['num_train'], params['num_val']))}
-        manifest = dict(generator=__name__, version=GENERATOR_VERSION, params=params,
-                        classes=list(CLASSES), thing_classes=list(THING_CLASSES),
-                        stuff_classes=list(STUFF_CLASSES), stats=stats)
-        with open(osp.join(tmp, 'manifest.json'), 'w', encoding='utf-8') as f:
-            json.dump(manifest, f, indent=2)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        if osp.exists(out_dir):
-            # An older version or other parameters: replace it, after the new one is complete.
-            old = tempfile.mkdtemp(prefix=f'.{osp.basename(out_dir)}.old-', dir=parent)
-            os.rename(out_dir, osp.join(old, 'data'))
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            try:
-                os.rename(tmp, out_dir)
-            except OSError:
-                # Another process finished the same dataset first: keep theirs if it matches.
-                theirs = _read_manifest(out_dir)
-                if theirs is None or theirs.get('params') != params \
-                        or theirs.get('version') != GENERATOR_VERSION:
-                    raise
-                manifest = theirs
-    finally:
-        if osp.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
