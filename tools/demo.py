@@ -11,7 +11,8 @@
 3. Evaluates on the validation split with the task's real metric (PQ, COCO mask AP, mIoU),
    prints a summary and writes it to ``<work_dir>/metrics.json``.
 4. Draws ``--num-vis`` validation images as ``image | ground truth | prediction`` with mmdet's
-   ``DetLocalVisualizer`` / mmseg's ``SegLocalVisualizer`` into ``<work_dir>/vis/``.
+   ``DetLocalVisualizer`` / mmseg's ``SegLocalVisualizer`` (``mmeomt.visualization``) into
+   ``<work_dir>/vis/``.
 
 ``--max-iters N`` (or ``--cfg-options train_cfg.max_iters=N``) shortens or lengthens the run: the
 config states its warm-ups and annealing windows as fractions of ``max_iters``, so a short run
@@ -121,28 +122,6 @@ def make_data(cfg, args: argparse.Namespace) -> dict:
     return manifest
 
 
-def panoptic_gt(data_sample, num_classes: int):
-    """``gt_panoptic_seg`` as mmdet encodes predictions (``label + id * INSTANCE_OFFSET``,
-    void = ``num_classes``), from the things of ``gt_instances`` and the classes of
-    ``gt_sem_seg``, so that ground truth and prediction are drawn alike."""
-    import numpy as np
-    from mmdet.evaluation.functional import INSTANCE_OFFSET
-    from mmengine.structures import PixelData
-
-    pan = data_sample.gt_sem_seg.sem_seg[0].cpu().numpy().astype(np.int64)
-    pan[pan == 255] = num_classes
-    instances = data_sample.gt_instances
-    masks = instances.masks.to_ndarray().astype(bool)
-    for i, (label, mask) in enumerate(zip(instances.labels.tolist(), masks)):
-        pan[mask] = label + (i + 1) * INSTANCE_OFFSET
-    sample = data_sample.clone()
-    del sample.gt_instances
-    del sample.gt_sem_seg
-    # As mmdet's visualiser draws predictions: a numpy map.
-    sample.gt_panoptic_seg = PixelData(sem_seg=pan[None])
-    return sample
-
-
 def draw_predictions(runner, task: str, num: int, out_dir: str) -> List[str]:
     """``image | ground truth | prediction`` PNGs of the first ``num`` validation images.
 
@@ -150,10 +129,10 @@ def draw_predictions(runner, task: str, num: int, out_dir: str) -> List[str]:
     by side; the input image is put in front.
     """
     import mmcv
-    import numpy as np
     import torch
 
     from mmeomt.apis.inferencer import drop_empty_panoptic
+    from mmeomt.visualization import draw_comparison, panoptic_gt_as_prediction
 
     os.makedirs(out_dir, exist_ok=True)
     dataset = runner.val_dataloader.dataset
@@ -170,20 +149,14 @@ def draw_predictions(runner, task: str, num: int, out_dir: str) -> List[str]:
         image = mmcv.imread(sample.img_path, channel_order='rgb')
         if task == 'panoptic':
             num_classes = len(dataset.metainfo['classes'])
-            sample = drop_empty_panoptic(panoptic_gt(sample, num_classes), num_classes)
+            sample = drop_empty_panoptic(panoptic_gt_as_prediction(sample, num_classes),
+                                         num_classes)
         name = osp.splitext(osp.basename(sample.img_path))[0]
         path = osp.join(out_dir, f'{task}_{name}.png')
         # Instances: EoMT keeps its top 100 (query, class) pairs, most of them low-scoring
         # duplicates; draw the confident ones (mmdet's default threshold is 0.3).
         extra = dict(pred_score_thr=0.5) if task == 'instance' else {}
-        visualizer.add_datasample(name, image, sample, draw_gt=True, draw_pred=True,
-                                  out_file=path, **extra)
-        # What the visualiser wrote (mmseg's does not keep the stitched image for get_image).
-        panels = mmcv.imread(path, channel_order='rgb')
-        if panels.shape[0] != image.shape[0]:
-            panels = mmcv.imresize(panels, (panels.shape[1] * image.shape[0] // panels.shape[0],
-                                            image.shape[0]))
-        mmcv.imwrite(np.concatenate([image, panels], axis=1)[..., ::-1], path)
+        draw_comparison(visualizer, name, image, sample, path, **extra)
         paths.append(path)
     return paths
 
