@@ -3,7 +3,9 @@
 A plain ViT; ``num_queries`` learnable queries are prepended to the tokens before block
 ``depth - num_blocks``, and the last ``num_blocks`` blocks process queries, prefix and patch
 tokens jointly.  A small mask module turns the final-normed tokens into class logits
-``(B, Q, C + 1)`` and mask logits ``(B, Q, H/4, W/4)``.
+``(B, Q, C + 1)`` and mask logits ``(B, Q, H_m, W_m)``: the patch grid ``(H // p, W // p)``
+(``p`` = patch size) upscaled ``2 ** n`` times by the ``n = num_upscale_blocks(p)`` upscale blocks,
+i.e. ``H/4`` for ``p`` = 8, 16 or 32 (16 in every published model), ``H/7`` for ``p`` = 14.
 
 During training each of the last ``num_blocks`` blocks is preceded by masked attention: the mask
 module predicts masks from the current tokens, and query ``i`` may attend patch ``j`` only where
@@ -28,7 +30,13 @@ from .backbones.vit import block_forward
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a ``(B, C, H, W)`` map (eps 1e-6, as timm's)."""
+    """LayerNorm over the channels of a ``(B, C, H, W)`` map (eps 1e-6, as timm's).
+
+    Not mmpretrain's ``LayerNorm2d``: the values are bit-identical, but it returns a contiguous
+    copy where this (as timm's, which the authors use) returns the channels-last view, and the
+    layers after it (the next ``ConvTranspose2d``, the mask einsum) then run other kernels: the
+    fp32 mask logits of EoMT would change by up to ~1e-6.
+    """
 
     def __init__(self, dims: int, eps: float = 1e-6):
         super().__init__(dims, eps=eps)
@@ -52,9 +60,12 @@ class ScaleBlock(nn.Module):
 
 
 def num_upscale_blocks(patch_size: int) -> int:
-    """Each upscale block doubles the resolution, from 1/patch_size towards 1/4 of the input.
+    """The number ``n`` of upscale blocks: ``floor(log2(patch)) - 2``, at least 1, as the
+    authors' code (2 for patch 16, 1 for 14).
 
-    ``floor(log2(patch)) - 2``, at least 1, as the authors' code: 2 for patch 16, 1 for 14.
+    Each block doubles the resolution of the patch grid, so the masks have ``(H // patch) *
+    2 ** n`` rows: 1/4 of the input for patch 8, 16 or 32 (powers of two from 8 on), 1/7 for
+    patch 14, 1/2 for patch 4.
     """
     return max(1, int(math.log2(patch_size)) - 2)
 
@@ -110,8 +121,8 @@ class EoMT(BaseModule):
             grid: the patch grid ``(h, w)``.
 
         Returns:
-            mask logits ``(B, Q, 4h', 4w')`` (``h * patch / 4``) and class logits
-            ``(B, Q, C + 1)``.
+            mask logits ``(B, Q, h * 2**n, w * 2**n)`` (``n = len(self.upscale)``; ``(H/4,
+            W/4)`` at patch 16) and class logits ``(B, Q, C + 1)``.
         """
         q = x[:, :self.num_queries]
         patches = x[:, self.num_queries + self.backbone.num_prefix_tokens:]
@@ -150,7 +161,8 @@ class EoMT(BaseModule):
 
         Returns:
             ``(mask_logits, class_logits)``: lists over prediction sets, each
-            ``(B, Q, H/4, W/4)`` and ``(B, Q, C + 1)``; the last entry is the final
+            ``(B, Q, H_m, W_m)`` (see the module docstring; ``H/4`` at patch 16) and
+            ``(B, Q, C + 1)``; the last entry is the final
             prediction, the ones before it come from the masked blocks (``num_blocks`` of them
             in training; in inference only those of blocks whose probability is above 0).
         """

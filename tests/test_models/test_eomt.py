@@ -113,3 +113,27 @@ def test_bf16_autocast_forward_backward(images):
                  'backbone.layers.0.attn.qkv.weight'):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_layernorm2d_is_mmpretrains_function_with_a_channels_last_result(dtype):
+    """Why EoMT keeps its own LayerNorm2d: the values (and gradients) are mmpretrain's, bit for
+    bit, but the result stays the permuted view, which the next layers see (as the authors')."""
+    from mmpretrain.models.utils import LayerNorm2d as PretrainLayerNorm2d
+
+    from mmeomt.models.eomt import LayerNorm2d
+    ours, theirs = LayerNorm2d(48).to(dtype), PretrainLayerNorm2d(48, eps=1e-6).to(dtype)
+    with torch.no_grad():
+        ours.weight.normal_()
+        ours.bias.normal_()
+    theirs.load_state_dict(ours.state_dict())
+    x = (3 * torch.randn(2, 48, 5, 7) + 1).to(dtype)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), theirs(xb)
+    assert torch.equal(ya, yb)
+    grad = torch.randn_like(ya)
+    ya.backward(grad)
+    yb.backward(grad)
+    assert torch.equal(xa.grad, xb.grad) and torch.equal(ours.weight.grad, theirs.weight.grad)
+    assert yb.is_contiguous() and not ya.is_contiguous()
+    assert ya.is_contiguous(memory_format=torch.channels_last)

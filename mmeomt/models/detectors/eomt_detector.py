@@ -2,8 +2,8 @@
 
 Data samples in, data samples out.  Training turns each ``DetDataSample`` into one
 ``InstanceData(labels, masks)`` of target masks and calls the core and :class:`EoMTLoss`;
-inference runs the core once and hands the final stride-4 logits to :class:`EoMTFusionHead`:
-mmdet's ``MaskFormerFusionHead`` rules (EoMT's post-processing, EOMT.md §5) applied to the
+inference runs the core once and hands the final mask logits to :class:`EoMTFusionHead`:
+mmdet's ``MaskFormerFusionHead`` rules (EoMT's post-processing, docs/method.md §6) applied to the
 selected queries only.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -36,10 +36,11 @@ class EoMTDetector(BaseDetector):
     """EoMT for panoptic (things + stuff) and instance (things only) segmentation.
 
     Post-processing follows mmdet's ``MaskFormerFusionHead``, checked line by line against the
-    authors' code (eomt_facts.md §4); :class:`EoMTFusionHead` applies its rules to the queries
+    authors' code (docs/method.md §6); :class:`EoMTFusionHead` applies its rules to the queries
     a result keeps, before resizing anything:
 
-    * The final mask logits ``(B, Q, H/4, W/4)`` of the selected queries are upsampled
+    * The final mask logits ``(B, Q, H_m, W_m)`` (the core's mask resolution, ``H/4`` at
+      patch 16) of the selected queries are upsampled
       bilinearly (``align_corners=False``) to the padded batch input, the padding
       (``img_shape``) is removed and they are resized bilinearly to ``ori_shape``, as the
       authors do.
@@ -140,7 +141,8 @@ class EoMTDetector(BaseDetector):
                             self.checkpoint_class_order)
 
     def extract_feat(self, batch_inputs: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
-        """The core's predictions: lists of ``(B, Q, H/4, W/4)`` and ``(B, Q, C + 1)``."""
+        """The core's predictions: lists of ``(B, Q, H_m, W_m)`` (``H/4`` at patch 16, see
+        :class:`~mmeomt.models.EoMT`) and ``(B, Q, C + 1)``."""
         return self.eomt(batch_inputs)
 
     def _forward(self, batch_inputs: Tensor,

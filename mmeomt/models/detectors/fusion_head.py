@@ -4,10 +4,11 @@ The rules are mmdet's ``MaskFormerFusionHead`` with EoMT's settings (see
 :class:`~mmeomt.models.detectors.EoMTDetector`); only the order of work differs.  mmdet's head
 takes every query's mask already upsampled to the padded input and resizes all ``Q`` of them to
 ``ori_shape`` before it selects anything: ``O(Q x pixels)`` time and memory (200 x 2943 x 1435
-floats are 3.4 GB per copy).  :class:`EoMTFusionHead` takes the stride-4 logits, selects the
-queries a result can use (panoptic: ``label != no-object and score > object_mask_thr``; instance:
-the queries of the top-k (query, class) pairs), and resizes only those, in chunks of a bounded
-number of pixels, with the same steps (bilinear, ``align_corners=False``: stride 4 -> padded
+floats are 3.4 GB per copy).  :class:`EoMTFusionHead` takes the core's mask logits (at
+``H_m = (H // patch) * 2**n``, stride 4 at patch 16), selects the queries a result can use
+(panoptic: ``label != no-object and score > object_mask_thr``; instance: the queries of the
+top-k (query, class) pairs), and resizes only those, in chunks of a bounded number of pixels,
+with the same steps (bilinear, ``align_corners=False``: mask resolution -> padded
 batch input -> crop to ``img_shape`` -> ``ori_shape``).  Resizing, sigmoid and products act on
 each mask alone, so the selected masks are bit for bit the ones mmdet's head would have used and
 every output pixel and score is the same (``tests/test_models/test_fusion_head.py``).
@@ -101,7 +102,8 @@ class EoMTFusionHead(MaskFormerFusionHead):
 
         Args:
             mask_cls_results: class logits ``(B, Q, C + 1)``.
-            mask_logits: stride-4 mask logits ``(B, Q, H/4, W/4)`` (not resized: unlike mmdet's
+            mask_logits: ``(B, Q, H_m, W_m)`` at the core's mask resolution (``H/4`` at patch
+                16; not resized: unlike mmdet's
                 head, this one resizes what it keeps).
             batch_data_samples: with ``img_shape`` and ``ori_shape``.
             batch_input_shape: ``(H, W)`` of the padded batch input the logits belong to.
@@ -113,7 +115,7 @@ class EoMTFusionHead(MaskFormerFusionHead):
         """
         if batch_input_shape is None:
             raise ValueError('EoMTFusionHead.predict needs batch_input_shape, the (H, W) of the '
-                             'padded input the stride-4 mask logits belong to')
+                             'padded input the mask logits belong to')
         results = []
         for cls_logits, logits, sample in zip(mask_cls_results, mask_logits,
                                               batch_data_samples):
@@ -141,8 +143,8 @@ class EoMTFusionHead(MaskFormerFusionHead):
 
         Args:
             cls_logits: ``(Q, C + 1)``.
-            mask_logits: stride-4 ``(Q, h, w)``.
-            resize: stride-4 logits ``(K, h, w)`` -> ``(K, *out_shape)``.
+            mask_logits: ``(Q, h, w)`` at the core's mask resolution.
+            resize: mask logits ``(K, h, w)`` -> ``(K, *out_shape)``.
             out_shape: the output's ``(H, W)``.
 
         Returns:
@@ -231,8 +233,8 @@ class EoMTFusionHead(MaskFormerFusionHead):
 
         Args:
             cls_logits: ``(Q, C + 1)``.
-            mask_logits: stride-4 ``(Q, h, w)``.
-            resize: stride-4 logits ``(K, h, w)`` -> ``(K, *out_shape)``.
+            mask_logits: ``(Q, h, w)`` at the core's mask resolution.
+            resize: mask logits ``(K, h, w)`` -> ``(K, *out_shape)``.
             out_shape: the output's ``(H, W)``.
 
         Returns:

@@ -282,8 +282,8 @@ class EoMTLoss(BaseModule):
         """Loss of every prediction set.
 
         Args:
-            mask_logits_list: per prediction set ``(B, Q, h, w)`` (``h, w`` = H/4, W/4); the
-                last is the final prediction.
+            mask_logits_list: per prediction set ``(B, Q, h, w)`` at the core's mask
+                resolution (``H/4, W/4`` at patch 16); the last is the final prediction.
             class_logits_list: per prediction set ``(B, Q, C + 1)``.
             batch_gt_instances: per image ``labels`` LongTensor ``(N,)`` in ``[0, C)`` and
                 ``masks`` ``(N, H, W)`` (bool/uint8/float) covering the same area as the

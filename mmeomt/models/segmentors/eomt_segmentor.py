@@ -139,7 +139,8 @@ class EoMTSegmentor(BaseSegmentor):
         fit_eomt_checkpoint(self, state_dict, prefix, self.skip_mismatched)
 
     def extract_feat(self, inputs: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
-        """The core's predictions: lists of ``(B, Q, H/4, W/4)`` and ``(B, Q, C + 1)``."""
+        """The core's predictions: lists of ``(B, Q, H_m, W_m)`` (``H/4`` at patch 16, see
+        :class:`~mmeomt.models.EoMT`) and ``(B, Q, C + 1)``."""
         return self.eomt(inputs)
 
     def _forward(self, inputs: Tensor,
