@@ -176,8 +176,9 @@ def test_other_templates_read_user_data_and_train(task, name, user_data, tmp_pat
     path = edit_template(name, tmp_path, data_root=data_root, classes=classes, max_iters=4,
                          load_from=None)
     cfg = at_ci_scale(Config.fromfile(path), task)
-    # Four iterations: the warm-ups shortened to fit.
-    cfg.param_scheduler[0].update(warmup_iters=1, vit_warmup_iters=1)
+    # Four iterations: one of each warm-up (the demo's fractions of 4 would round to none).
+    cfg.param_scheduler[0].update(warmup_iters=1, vit_warmup_iters=1, warmup_fraction=None,
+                                  vit_warmup_fraction=None)
     cfg.model.eomt.backbone.init_cfg = None  # no DINOv2 download in CI
     cfg.work_dir = str(tmp_path / 'work')
     assert cfg.model.eomt.num_classes == len(classes)
