@@ -42,11 +42,16 @@ val_dataloader = dict(
     dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-param_scheduler = [dict(_base_.param_scheduler[0], warmup_iters=2, vit_warmup_iters=3)]
+# In iterations, in place of the demo's fractions of the run.
+param_scheduler = [
+    dict(_base_.param_scheduler[0], warmup_iters=2, vit_warmup_iters=3, warmup_fraction=None,
+         vit_warmup_fraction=None)
+]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
     logger=dict(interval=1),
     checkpoint=dict(interval=4, max_keep_ckpts=10),
-    mask_annealing=dict(start_iters=[1, 3], end_iters=[9, 11]))
+    mask_annealing=dict(
+        start_iters=[1, 3], end_iters=[9, 11], start_fractions=None, end_fractions=None))
 log_processor = dict(window_size=1)
 randomness = dict(seed=0, deterministic=True)
