@@ -1,12 +1,13 @@
-"""Training machinery: mask annealing, layer-wise lr decay, two-stage warm-up, checkpoint I/O,
-exact resume, data-parallel training on the CPU."""
+"""Training machinery: the runner, mask annealing, layer-wise lr decay, two-stage warm-up,
+atomic checkpoints, exact resume, data-parallel training on the CPU."""
 from .hooks import AtomicCheckpointHook, MaskAnnealingHook, SkippedImagesHook, annealed_prob
 from .model_wrappers import CPUDistributedDataParallel
 from .optimizers import AmpOptimWrapper, EoMTOptimWrapperConstructor, has_accelerator
+from .runner import EoMTRunner
 from .schedulers import TwoStageWarmupPolyLR, two_stage_warmup_poly
 
 __all__ = [
-    'AtomicCheckpointHook', 'CPUDistributedDataParallel', 'SkippedImagesHook',
+    'AtomicCheckpointHook', 'CPUDistributedDataParallel', 'EoMTRunner', 'SkippedImagesHook',
     'MaskAnnealingHook', 'annealed_prob', 'AmpOptimWrapper', 'has_accelerator',
     'EoMTOptimWrapperConstructor', 'TwoStageWarmupPolyLR', 'two_stage_warmup_poly'
 ]
