@@ -1,12 +1,12 @@
-"""MaskAnnealingHook: attn_mask_probs during iteration t is EOMT.md §1's p_k(t), also after a
-resume, in a real mmengine Runner (with the constructor, the scheduler and atomic checkpoints)."""
+"""MaskAnnealingHook: attn_mask_probs during iteration t is docs/method.md §2's p_k(t), also after
+a resume, in a real runner (EoMTRunner: mmengine's, reading checkpoints our way; with the
+constructor, the scheduler and atomic checkpoints)."""
 
 import pytest
 import torch
 from mmengine.hooks import Hook
-from mmengine.runner import Runner
 
-from mmeomt.engine import MaskAnnealingHook, annealed_prob
+from mmeomt.engine import EoMTRunner, MaskAnnealingHook, annealed_prob
 
 START, END = [2, 4], [6, 10]
 MAX_ITERS, CKPT = 12, 6
@@ -67,7 +67,7 @@ class Recorder(Hook):
 
 
 def make_runner(model, dataset, work_dir, recorder, **kwargs):
-    return Runner(
+    return EoMTRunner(
         model=model,
         work_dir=str(work_dir),
         train_dataloader=dict(

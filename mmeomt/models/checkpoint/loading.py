@@ -201,7 +201,11 @@ def load_checkpoint_file(filename: str, map_location=None, allow_pickle: bool = 
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if not str(error).startswith('Weights only load failed'):
+        with open(filename, 'rb') as f:
+            head = f.read(1)
+        # The weights-only unpickler also refuses bytes that are no pickle at all.
+        is_torch_file = zipfile.is_zipfile(filename) or head == b'\x80'
+        if not (is_torch_file and str(error).startswith('Weights only load failed')):
             raise not_a_checkpoint(filename, error) from None
         refused = error
     except UNREADABLE_CHECKPOINT as error:
