@@ -13,8 +13,9 @@ default_hooks = dict(
         save_last=True,
         max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    # EOMT.md §1: masked attention annealed block by block.  The iterations depend on the model
-    # size (num_blocks) and the schedule, so every model config sets start_iters / end_iters.
+    # docs/method.md §2: masked attention annealed block by block.  The iterations depend on
+    # the model size (num_blocks) and the schedule, so every model config sets start_iters /
+    # end_iters.
     mask_annealing=dict(
         type='mmeomt.MaskAnnealingHook', start_iters=None, end_iters=None, power=0.9))
 

@@ -3,8 +3,8 @@
 Data samples in, data samples out.  Training turns each ``DetDataSample`` into one
 ``InstanceData(labels, masks)`` of target masks and calls the core and :class:`EoMTLoss`;
 inference runs the core once and hands the final stride-4 logits to :class:`EoMTFusionHead`:
-mmdet's ``MaskFormerFusionHead`` rules (EoMT's post-processing, docs/method.md §6) applied to the
-selected queries only.
+mmdet's ``MaskFormerFusionHead`` rules (EoMT's post-processing, docs/method.md §6) applied to
+the selected queries only.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
