@@ -104,10 +104,10 @@ def fit_on_load(module: nn.Module, state_dict: dict, prefix: str, local_metadata
 
 
 def _fits(vit: nn.Module, sd: Dict[str, Tensor]) -> bool:
-    """Whether our-format weights already have the model's kernel and position-grid shapes."""
-    wanted = {'patch_embed.projection.weight': vit.patch_embed.projection.weight,
-              'pos_embed': vit.pos_embed}
-    return all(sd[k].shape == v.shape for k, v in wanted.items() if k in sd)
+    """Whether our-format weights already have the shapes of the backbone's own (kernel,
+    position grid...): then there is nothing to fit."""
+    own = vit.state_dict(keep_vars=True)
+    return all(k in own and v.shape == own[k].shape for k, v in sd.items())
 
 
 def _mismatches(module: nn.Module, state_dict: dict, prefix: str) -> List[Tuple[str, tuple,
