@@ -34,13 +34,17 @@ def parse_args(argv=None):
                         help='semantic models: opacity of the colour overlay')
     parser.add_argument('--skip-bad-images', action='store_true',
                         help='leave out (and list) images that cannot be read instead of stopping')
+    parser.add_argument('--allow-pickle', action='store_true',
+                        help='load a local checkpoint that holds more than tensors (a training '
+                        'checkpoint such as work_dirs/.../iter_N.pth) by unpickling it in full; '
+                        'only for files you trust')
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     inferencer = EoMTInferencer(args.model, weights=args.weights, device=args.device,
-                                metafile=args.metafile)
+                                metafile=args.metafile, allow_pickle=args.allow_pickle)
     result = inferencer(args.inputs, out_dir=args.out_dir, batch_size=args.batch_size,
                         pred_score_thr=args.score_thr, opacity=args.opacity,
                         skip_bad_images=args.skip_bad_images)

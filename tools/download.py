@@ -16,7 +16,7 @@ Why not only ``mim download mmeomt --config NAME --dest DIR``: it works (mmeomt'
 ``DIR/pytorch_model.bin`` (the URL's file name, the same for all released EoMT models) and skips a
 download when that file exists, so a second model in the same folder silently keeps the first
 one's weights.  This tool names files per model and, by default, fills the cache of
-:mod:`mmeomt.utils.hub`.
+:mod:`mmeomt.models.checkpoint`.
 """
 import argparse
 import os
@@ -26,7 +26,7 @@ import sys
 from mmengine.config import Config
 
 from mmeomt.apis.model_zoo import get_model_info, load_model_zoo
-from mmeomt.utils.hub import download, url_cache_path
+from mmeomt.models.checkpoint import download, url_cache_path
 
 
 def parse_args(argv=None):

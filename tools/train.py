@@ -16,7 +16,7 @@ from typing import List, Optional
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-from mmeomt.utils.checkpoint_io import checkpoint_problem
+from mmeomt.models.checkpoint import checkpoint_problem
 from mmeomt.utils.tool_config import build_runner, load_tool_config
 
 

@@ -10,9 +10,9 @@ ones.  Two small subclasses fit them to EoMT's configs and checkpoints:
 * annotation loading is dropped from the test pipeline (the EoMT test pipelines load ground
   truth for evaluation, which plain images do not have).
 
-Weights load through mmengine's checkpoint loading, so URLs are cached per URL
-(:mod:`mmeomt.utils.hub`) and the authors' format is converted on load
-(:mod:`mmeomt.models.checkpoint`).
+* weights are read by mmeomt's loading policy (URLs cached per URL, weights-only unpickling
+  unless ``allow_pickle=True``) and loaded strictly, converted from the authors' and
+  transformers' formats on load (:mod:`mmeomt.models.checkpoint`).
 
 :class:`EoMTInferencer` picks the right one from the config and resolves model-zoo names
 (:mod:`mmeomt.apis.model_zoo`)::
@@ -33,11 +33,11 @@ import mmcv
 import numpy as np
 from mmdet.apis import DetInferencer
 from mmengine.config import Config
-from mmengine.registry import DATASETS, init_default_scope
-from mmengine.runner.checkpoint import _load_checkpoint_to_model
+from mmengine.registry import DATASETS, MODELS, init_default_scope
 from mmseg.apis import MMSegInferencer
 from torch import nn
 
+from mmeomt.models.checkpoint import load_checkpoint_file, load_checkpoint_to_model
 from mmeomt.registry import INFERENCERS
 from .inputs import prepare_inputs
 from .model_zoo import get_model_info
@@ -76,15 +76,32 @@ def drop_empty_panoptic(sample, num_classes: int):
     return sample
 
 
-def _load_weights(model: nn.Module, checkpoint: Optional[dict]) -> None:
+def _load_weights(model: nn.Module, checkpoint: Optional[dict], weights: Optional[str]) -> None:
     if checkpoint is None:
         warnings.warn('No weights given: the predictions come from a randomly initialised model')
     else:
-        _load_checkpoint_to_model(model, checkpoint)
+        load_checkpoint_to_model(model, checkpoint, strict=True, filename=str(weights))
+
+
+class _EoMTWeights:
+    """Reads ``weights`` with mmeomt's loading policy instead of mmengine's loaders."""
+    allow_pickle = False
+    weights: Optional[str] = None
+
+    def _init_model(self, cfg: Config, weights: Optional[str], device: str = 'cpu') -> nn.Module:
+        # mmengine's BaseInferencer._init_model, with the checkpoint read by
+        # load_checkpoint_file (and no config taken from the checkpoint: ours come with one).
+        self.weights = weights
+        checkpoint = None if weights is None else load_checkpoint_file(
+            weights, map_location='cpu', allow_pickle=self.allow_pickle)
+        model = MODELS.build(cfg.model)
+        model.cfg = cfg
+        self._load_weights_to_model(model, checkpoint, cfg)
+        return model.to(device).eval()
 
 
 @INFERENCERS.register_module()
-class EoMTDetInferencer(DetInferencer):
+class EoMTDetInferencer(_EoMTWeights, DetInferencer):
     """mmdet's ``DetInferencer`` for EoMT panoptic and instance models (see module docstring).
 
     Args:
@@ -93,16 +110,20 @@ class EoMTDetInferencer(DetInferencer):
         device: e.g. ``'cuda:0'``; None picks the available accelerator.
         palette: ``'none'`` (the dataset's), ``'random'`` or a dataset name, as mmdet.
         show_progress: show a progress bar.
+        allow_pickle: unpickle a local checkpoint in full if it holds more than tensors (an
+            mmengine training checkpoint); only for files you trust.
     """
 
     def __init__(self, model, weights: Optional[str] = None, device: Optional[str] = None,
-                 palette: str = 'none', show_progress: bool = False) -> None:
+                 palette: str = 'none', show_progress: bool = False,
+                 allow_pickle: bool = False) -> None:
+        self.allow_pickle = allow_pickle
         super().__init__(model=model, weights=weights, device=device, scope='mmdet',
                          palette=palette, show_progress=show_progress)
 
     def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
                                cfg: Config) -> None:
-        _load_weights(model, checkpoint)
+        _load_weights(model, checkpoint, self.weights)
         model.dataset_meta = _dataset_meta(cfg, checkpoint)
         if self.palette != 'none':
             model.dataset_meta['palette'] = self.palette
@@ -122,7 +143,7 @@ class EoMTDetInferencer(DetInferencer):
 
 
 @INFERENCERS.register_module()
-class EoMTSegInferencer(MMSegInferencer):
+class EoMTSegInferencer(_EoMTWeights, MMSegInferencer):
     """mmseg's ``MMSegInferencer`` for EoMT semantic models (see module docstring).
 
     Args:
@@ -130,16 +151,19 @@ class EoMTSegInferencer(MMSegInferencer):
         weights: checkpoint path or URL in any format EoMT loads; None keeps random weights.
         device: e.g. ``'cuda:0'``; None picks the available accelerator.
         show_progress: show a progress bar.
+        allow_pickle: unpickle a local checkpoint in full if it holds more than tensors (an
+            mmengine training checkpoint); only for files you trust.
     """
 
     def __init__(self, model, weights: Optional[str] = None, device: Optional[str] = None,
-                 show_progress: bool = False) -> None:
+                 show_progress: bool = False, allow_pickle: bool = False) -> None:
+        self.allow_pickle = allow_pickle
         super().__init__(model=model, weights=weights, device=device, scope='mmseg')
         self.show_progress = show_progress
 
     def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
                                cfg: Config) -> None:
-        _load_weights(model, checkpoint)
+        _load_weights(model, checkpoint, self.weights)
         meta = _dataset_meta(cfg, checkpoint)
         # The visualiser takes exactly these two.
         model.dataset_meta = dict(classes=meta.get('classes'), palette=meta.get('palette'))
@@ -166,6 +190,9 @@ class EoMTInferencer:
         device: e.g. ``'cpu'``, ``'cuda:0'``; None picks the available accelerator.
         metafile: model index or metafile to resolve names from (default: mmeomt's own).
         show_progress: show a progress bar.
+        allow_pickle: a local checkpoint that holds more than tensors (an mmengine training
+            checkpoint, ``work_dirs/.../iter_N.pth``) is unpickled in full, with a warning,
+            instead of refused; only for files you trust.  Never applies to URLs.
 
     The config's ``default_scope`` picks the host inferencer: :class:`EoMTDetInferencer`
     (``'mmdet'``: panoptic, instance) or :class:`EoMTSegInferencer` (``'mmseg'``: semantic),
@@ -174,7 +201,7 @@ class EoMTInferencer:
 
     def __init__(self, model: Union[str, Config, dict], weights: Optional[str] = None,
                  device: Optional[str] = None, metafile: Optional[str] = None,
-                 show_progress: bool = False) -> None:
+                 show_progress: bool = False, allow_pickle: bool = False) -> None:
         self.model_info = None
         if isinstance(model, str) and not osp.isfile(model):
             try:
@@ -188,10 +215,12 @@ class EoMTInferencer:
         scope = cfg.get('default_scope')
         if scope == 'mmdet':
             self.inferencer = EoMTDetInferencer(cfg, weights, device,
-                                                show_progress=show_progress)
+                                                show_progress=show_progress,
+                                                allow_pickle=allow_pickle)
         elif scope == 'mmseg':
             self.inferencer = EoMTSegInferencer(cfg, weights, device,
-                                                show_progress=show_progress)
+                                                show_progress=show_progress,
+                                                allow_pickle=allow_pickle)
         else:
             raise ValueError(f"EoMTInferencer: the config's default_scope must be 'mmdet' "
                              f"(panoptic, instance) or 'mmseg' (semantic), got {scope!r}")

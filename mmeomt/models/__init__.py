@@ -1,9 +1,8 @@
 from .backbones import EoMTViT
-from .checkpoint import fit_eomt_checkpoint
 from .detectors import EoMTDetector
 from .eomt import EoMT
 from .losses import EoMTLoss
 from .segmentors import EoMTSegDataPreProcessor, EoMTSegmentor
 
 __all__ = ['EoMTViT', 'EoMT', 'EoMTLoss', 'EoMTDetector', 'EoMTSegmentor',
-           'EoMTSegDataPreProcessor', 'fit_eomt_checkpoint']
+           'EoMTSegDataPreProcessor']

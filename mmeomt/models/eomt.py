@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from mmeomt.registry import MODELS
 from .backbones.vit import block_forward
+from .checkpoint.hook import attach_checkpoint_hook
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -112,6 +113,9 @@ class EoMT(BaseModule):
             *[ScaleBlock(dims) for _ in range(num_upscale_blocks(self.backbone.patch_size))])
         # Probability, per masked block, that a query's attention mask is applied.
         self.register_buffer('attn_mask_probs', torch.ones(num_blocks))
+        # A bare core loads whole-model checkpoints of any format (inside an adapter, the
+        # adapter's hook does).
+        attach_checkpoint_hook(self, 'eomt')
 
     def predict(self, x: Tensor, grid: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
         """The mask module on final-normed tokens.

@@ -2,9 +2,23 @@
 
 mmdet's ``LoadPanopticAnnotations``, ``CocoPanopticMetric`` and ``DetInferencer`` import
 ``panopticapi.utils`` (``rgb2id``, ``id2rgb``) and ``panopticapi.evaluation`` (``PQStat``,
-``VOID``, ``OFFSET``).  ``panopticapi`` is published on GitHub only, not on PyPI, so a
-registry-only install cannot get it.  :func:`install` registers this module's re-implementation
-under those names when the real package is absent; the real one always wins when installed.
+``VOID``, ``OFFSET``).  ``panopticapi`` is published on GitHub only, not on PyPI under its own
+name, so a registry-only install cannot get it.  :func:`install` registers this module's
+re-implementation under those names when the real package is absent (``import mmeomt`` calls it,
+before mmdet binds the names at its import); the real one always wins when installed.
+
+Where it differs from panopticapi (cocodataset/panopticapi; compared with its PyPI copy
+``panopticapi-lite`` 0.2.0 in ``tests/test_utils/test_panopticapi_compat.py``):
+
+* ``PQStat.pq_average`` over a selection in which no category occurs (no TP, FP or FN, e.g.
+  ``isthing=False`` on a dataset without stuff) returns ``{'pq': 0, 'sq': 0, 'rq': 0, 'n': 0}``;
+  panopticapi divides by ``n = 0`` and raises ``ZeroDivisionError``.  ``isthing`` may be left
+  out (all categories); panopticapi requires it.  Every other result is panopticapi's.
+* ``rgb2id`` of an ``(H, W, 3)`` array gives ``int32`` ids for every input dtype (panopticapi
+  converts ``uint8`` input to ``int32`` and keeps any other dtype; the values are the same), and
+  of a single colour sums Python ints (panopticapi sums the items as given, which overflows
+  for ``uint8`` numpy scalars).
+* Only these names exist: no ``pq_compute``, ``IdGenerator`` or format converters.
 """
 import sys
 import types

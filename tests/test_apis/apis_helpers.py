@@ -14,7 +14,7 @@ from mmeomt.registry import MODELS
 
 TESTS = Path(__file__).resolve().parents[1]
 CONFIGS = Path(__file__).resolve().parent / 'configs'
-sys.path.insert(0, str(TESTS / 'test_models'))  # dinov2_formats: the foreign key layouts
+sys.path.insert(0, str(TESTS / 'test_models' / 'test_checkpoint'))  # dinov2_formats
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

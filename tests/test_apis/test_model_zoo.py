@@ -17,10 +17,10 @@ import pytest
 import torch
 import yaml
 from mmengine.config import Config
-from mmengine.runner.checkpoint import _load_checkpoint
 
 from mmeomt.apis import default_model_index, get_model_info, load_model_zoo
-from mmeomt.utils import url_cache_path
+from mmeomt.models.checkpoint import load_checkpoint_file as _load_checkpoint
+from mmeomt.models.checkpoint import url_cache_path
 
 from apis_helpers import CONFIGS
 

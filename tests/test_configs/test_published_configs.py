@@ -389,9 +389,9 @@ def test_pipeline_output_feeds_the_model(name, data_roots):
 
 
 def test_ade20k_panoptic_starts_from_coco_without_its_class_head(tmp_path):
-    """What the Runner does with the ADE20K config's load_from (mmengine's loader, with the
-    adapter's skip_mismatched), here from a COCO model trained with mmeomt."""
-    from mmengine.runner import load_checkpoint
+    """What the runner does with the ADE20K config's load_from (EoMTRunner: mmeomt's loader,
+    strict, with the adapter's skip_mismatched), here from a COCO model trained with mmeomt."""
+    from mmeomt.models.checkpoint import load_checkpoint
     coco_cfg = Config.fromfile(osp.join(CONFIG_DIR, 'eomt_vit-l_8xb2-12e_coco-panoptic-640.py'))
     ade_cfg = Config.fromfile(osp.join(CONFIG_DIR, 'eomt_vit-l_8xb2-31e_ade20k-panoptic-640.py'))
     init_default_scope('mmdet')
@@ -402,7 +402,7 @@ def test_ade20k_panoptic_starts_from_coco_without_its_class_head(tmp_path):
     ade = MODELS.build(tiny_model_cfg(ade_cfg))
     class_head = copy.deepcopy(ade.eomt.class_head.state_dict())
 
-    load_checkpoint(ade, str(tmp_path / 'coco.pth'), map_location='cpu', strict=False)
+    load_checkpoint(ade, str(tmp_path / 'coco.pth'), map_location='cpu', strict=True)
     loaded, source = ade.state_dict(), coco.state_dict()
     for key, value in loaded.items():
         if key.startswith('eomt.class_head.'):

@@ -1,15 +1,15 @@
 """MaskAnnealingHook: attn_mask_probs during iteration t is docs/method.md §2's p_k(t), also after
-a resume, in a real mmengine Runner (with the constructor, the scheduler and atomic checkpoints);
-windows given as fractions of the run are resolved from its max_iters."""
+a resume, in a real runner (EoMTRunner: mmengine's, reading checkpoints our way; with the
+constructor, the scheduler and atomic checkpoints); windows given as fractions of the run are
+resolved from its max_iters."""
 
 import math
 
 import pytest
 import torch
 from mmengine.hooks import Hook
-from mmengine.runner import Runner
 
-from mmeomt.engine import MaskAnnealingHook, annealed_prob
+from mmeomt.engine import EoMTRunner, MaskAnnealingHook, annealed_prob
 from mmeomt.engine.schedule_fractions import fraction_to_iter
 
 START, END = [2, 4], [6, 10]
@@ -117,7 +117,7 @@ class Recorder(Hook):
 
 
 def make_runner(model, dataset, work_dir, recorder, annealing=None, **kwargs):
-    return Runner(
+    return EoMTRunner(
         model=model,
         work_dir=str(work_dir),
         train_dataloader=dict(

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmeomt.models import EoMTViT
-from mmeomt.models.backbones.convert import convert_dinov2, detect_dinov2_format
+from mmeomt.models.checkpoint import convert_dinov2, detect_dinov2_format
 from reference import run_reference
 
 DEPTH = 4

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mmeomt.models import EoMT
-from mmeomt.models.convert import convert_eomt_checkpoint, detect_eomt_checkpoint_format
+from mmeomt.models.checkpoint import convert_eomt_checkpoint, detect_eomt_checkpoint_format
 from reference import run_reference
 
 DIMS, DEPTH, HEADS, IMG, NUM_BLOCKS, QUERIES, CLASSES = 64, 4, 2, 64, 2, 10, 5

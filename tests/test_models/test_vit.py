@@ -5,16 +5,19 @@ What it promises:
 * lr-decay depths: stem 1, block i -> i + 1, final norm n (of n + 1);
 * ``load_state_dict`` / ``init_cfg=Pretrained`` take DINOv2 weights in mmpretrain (with a [CLS]
   position), timm, original-DINOv2 and transformers layouts, under any common prefix, and fit
-  them to the model (14 -> 16 kernels, any position grid).
+  them to the model (14 -> 16 kernels, any position grid); ``init_cfg`` loads strictly unless it
+  says ``strict=False`` (mmpretrain's DINOv2 has no registers);
+* ``load_state_dict(strict=False)`` reports keys of no known layout, our loading paths name
+  them in a ``ValueError``.
 """
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mmeomt.models import EoMTViT
-from mmeomt.models.backbones.convert import (adapt_vit_state, convert_dinov2,
-                                             detect_dinov2_format, resample_patch_embed,
-                                             resample_pos_embed)
+from mmeomt.models.backbones.resample import resample_patch_embed, resample_pos_embed
+from mmeomt.models.checkpoint import (convert_dinov2, detect_dinov2_format, fit_backbone_state,
+                                      load_checkpoint_to_model)
 from dinov2_formats import randomise, to_mmpretrain, to_timm, to_transformers
 
 ARCH = dict(embed_dims=64, num_layers=4, num_heads=2, feedforward_channels=128)
@@ -152,7 +155,12 @@ def test_init_cfg_pretrained_from_file_resamples(fmt, tmp_path):
     state = FORMATS[fmt](source.state_dict())
     path = tmp_path / 'dinov2.pth'
     torch.save({'state_dict': {'backbone.' + k: v for k, v in state.items()}}, path)
-    model = vit(init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    init_cfg = dict(type='Pretrained', checkpoint=str(path))
+    if fmt == 'mmpretrain':  # no registers: strict loading names them
+        with pytest.raises(ValueError, match=r'(?s)missing keys \(1\):\s+register_tokens'):
+            vit(init_cfg=init_cfg).init_weights()
+        init_cfg['strict'] = False
+    model = vit(init_cfg=init_cfg)
     model.init_weights()
     assert model.patch_embed.projection.weight.shape == (64, 3, 16, 16)
     torch.testing.assert_close(
@@ -169,7 +177,7 @@ def test_own_format_is_left_alone_or_regridded():
     source = randomise(vit())
     state = source.state_dict()
     same = dict(state)
-    adapt_vit_state(vit(), same, '')
+    assert fit_backbone_state(vit(), same, '').format == 'mmeomt'
     assert all(same[k] is state[k] for k in state)  # nothing converted, nothing copied
 
     bigger = vit(img_size=128)  # e.g. a 640-crop checkpoint loaded at 1280
@@ -186,12 +194,16 @@ def test_partial_and_unknown_state_dicts():
     partial = {'ln1.weight': torch.full((64, ), 2.0)}
     model.load_state_dict(partial, strict=False)  # our names, no patch kernel: loaded as is
     assert torch.equal(model.ln1.weight, partial['ln1.weight'])
-    with pytest.raises(ValueError, match='encoder.conv.weight'):
-        model.load_state_dict({'encoder.conv.weight': torch.zeros(1)}, strict=False)
+    unknown = {'encoder.conv.weight': torch.zeros(1)}
+    assert model.load_state_dict(unknown, strict=False).unexpected_keys == ['encoder.conv.weight']
+    with pytest.raises(ValueError, match='(?s)Unrecognised DINOv2.*encoder.conv.weight'):
+        load_checkpoint_to_model(model, unknown)
     state = to_timm(vit().state_dict())
     state['blocks.0.attn.rope.freqs'] = torch.zeros(4)
+    result = model.load_state_dict(state, strict=False)  # the rest of the timm layout loads
+    assert result.unexpected_keys == ['blocks.0.attn.rope.freqs'] and not result.missing_keys
     with pytest.raises(ValueError, match='blocks.0.attn.rope.freqs'):
-        model.load_state_dict(state)
+        load_checkpoint_to_model(model, state)
     with pytest.raises(ValueError, match='several ViTs'):
         convert_dinov2({'a.patch_embed.proj.weight': torch.zeros(1, 3, 14, 14),
                         'b.patch_embed.proj.weight': torch.zeros(1, 3, 14, 14)})

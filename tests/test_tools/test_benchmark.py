@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from mmeomt.models import EoMT
-from mmeomt.models.convert import convert_eomt_checkpoint
+from mmeomt.models.checkpoint import convert_eomt_checkpoint
 from reference import REFERENCE_DIR, run_reference
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -369,7 +369,7 @@ def run_sides(spec: dict, sides: List[str], mode: str, images: List[str]) -> Dic
 def prepare_task(task: str, args, images: List[Path], work_dir: Path) -> dict:
     """Build our model, fit its class head, save both checkpoints; the specs of both sides."""
     from mmeomt.apis import EoMTInferencer
-    from mmeomt.models.convert import write_checkpoint
+    from mmeomt.utils import atomic_torch_save
     from eomt_to_transformers import eomt_to_transformers, transformers_config
     config, overrides = task_config(task, args.arch, args.config)
     torch.manual_seed(0)
@@ -381,7 +381,7 @@ def prepare_task(task: str, args, images: List[Path], work_dir: Path) -> dict:
     model.eomt.attn_mask_probs.zero_()  # as after training: no masked attention at inference
     labels = fit_class_head(inferencer, images, args.kept)
     checkpoint = work_dir / f'{task}.pth'
-    write_checkpoint(str(checkpoint), model.state_dict())
+    atomic_torch_save(dict(state_dict=model.state_dict(), meta={}), str(checkpoint))
     hf_weights = work_dir / f'{task}_transformers.pt'
     torch.save(eomt_to_transformers(model.eomt.state_dict()), hf_weights)
 

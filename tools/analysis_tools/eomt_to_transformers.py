@@ -1,7 +1,7 @@
 """An mmeomt ``EoMT`` core -> transformers ``EomtForUniversalSegmentation`` (weights and config).
 
-The reverse of the ``'transformers'`` rules of :mod:`mmeomt.models.convert` and
-:mod:`mmeomt.models.backbones.convert`, so that a benchmark can run both implementations with the
+The reverse of the ``'transformers'`` rules of :mod:`mmeomt.models.checkpoint.eomt` and
+:mod:`mmeomt.models.checkpoint.dinov2`, so that a benchmark can run both implementations with the
 same weights: our fused ``qkv`` is split into ``q_proj`` / ``k_proj`` / ``v_proj``, the
 position grid ``(1, h*w, D)`` becomes the ``nn.Embedding`` weight ``(h*w, D)``, everything
 else is renamed.  Converting the result back with ``convert_eomt_checkpoint`` gives the

@@ -16,8 +16,9 @@ import argparse
 import os
 import sys
 
-from mmeomt.models.backbones.convert import convert_dinov2, detect_dinov2_format
-from mmeomt.models.convert import read_state_dict, write_checkpoint
+from mmeomt.models.checkpoint import (convert_dinov2, detect_dinov2_format, load_checkpoint_file,
+                                      state_dict_of)
+from mmeomt.utils import atomic_torch_save
 from mmeomt.version import __version__
 
 
@@ -46,7 +47,8 @@ def main(argv=None) -> int:
               f'{args.img_size}', file=sys.stderr)
         return 2
     try:
-        state_dict = read_state_dict(args.src)
+        # Weights only (a .safetensors file, or a torch file of tensors), as from any URL.
+        state_dict = state_dict_of(load_checkpoint_file(args.src, 'cpu'), args.src)
         fmt, prefix = detect_dinov2_format(state_dict)
         converted = convert_dinov2(state_dict)  # names only; kernel and grid as they are
         if args.patch_size is not None or args.img_size is not None:
@@ -61,9 +63,10 @@ def main(argv=None) -> int:
         return 1
     kernel = tuple(converted['patch_embed.projection.weight'].shape[-2:])
     positions = converted['pos_embed'].shape[1] if 'pos_embed' in converted else 0
-    write_checkpoint(args.dst, converted, meta=dict(
+    # mmengine's layout, written atomically: a killed conversion leaves no half-written file.
+    atomic_torch_save(dict(state_dict=converted, meta=dict(
         converted_from=os.path.basename(args.src), source_format=fmt, source_prefix=prefix,
-        patch_size=kernel, num_patch_positions=positions, mmeomt_version=__version__))
+        patch_size=kernel, num_patch_positions=positions, mmeomt_version=__version__)), args.dst)
     print(f'dinov2_to_mmeomt: {args.src} ({fmt} format) -> {args.dst} ({len(converted)} keys, '
           f'{kernel[0]}x{kernel[1]} kernels, {positions} patch positions)')
     return 0

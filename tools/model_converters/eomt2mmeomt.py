@@ -16,8 +16,9 @@ import argparse
 import os
 import sys
 
-from mmeomt.models.convert import (convert_eomt_checkpoint, detect_eomt_checkpoint_format,
-                                   read_state_dict, write_checkpoint)
+from mmeomt.models.checkpoint import (convert_eomt_checkpoint, detect_eomt_checkpoint_format,
+                                      load_checkpoint_file, state_dict_of)
+from mmeomt.utils import atomic_torch_save
 from mmeomt.version import __version__
 
 
@@ -41,7 +42,8 @@ def main(argv=None) -> int:
     if prefix and not prefix.endswith('.'):
         prefix += '.'
     try:
-        state_dict = read_state_dict(args.src)
+        # Weights only (a .safetensors file, or a torch file of tensors), as from any URL.
+        state_dict = state_dict_of(load_checkpoint_file(args.src, 'cpu'), args.src)
         fmt = detect_eomt_checkpoint_format(state_dict)
         converted = convert_eomt_checkpoint(state_dict, prefix=prefix)
     except (OSError, ValueError, RuntimeError) as error:
@@ -50,9 +52,10 @@ def main(argv=None) -> int:
     if args.no_class_head:
         converted = {k: v for k, v in converted.items()
                      if not k.startswith(prefix + 'class_head.')}
-    write_checkpoint(args.dst, converted, meta=dict(
+    # mmengine's layout, written atomically: a killed conversion leaves no half-written file.
+    atomic_torch_save(dict(state_dict=converted, meta=dict(
         converted_from=os.path.basename(args.src), source_format=fmt, key_prefix=prefix,
-        class_head=not args.no_class_head, mmeomt_version=__version__))
+        class_head=not args.no_class_head, mmeomt_version=__version__)), args.dst)
     print(f'eomt2mmeomt: {args.src} ({fmt} format, {len(state_dict)} keys) -> {args.dst} '
           f'({len(converted)} keys under {prefix!r})')
     return 0

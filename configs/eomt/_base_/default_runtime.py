@@ -37,5 +37,8 @@ log_level = 'INFO'
 
 # The authors seed everything with 0.
 randomness = dict(seed=0)
+# mmengine's Runner, reading load_from / resume with mmeomt's loading policy (per-URL cache,
+# safe loading) and loading them strictly (mmeomt.engine.runner).
+runner_type = 'mmeomt.EoMTRunner'
 load_from = None
 resume = False

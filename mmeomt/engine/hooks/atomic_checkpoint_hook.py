@@ -1,6 +1,6 @@
 """``CheckpointHook`` whose checkpoints are complete or absent and hold the whole training state.
 
-* **Atomic files** (:mod:`mmeomt.utils.checkpoint_io`): written to a temporary file and renamed
+* **Atomic files** (:mod:`mmeomt.utils.atomic_io`): written to a temporary file and renamed
   into place, with the usual file mode; temporaries left by a killed save are removed when
   training starts and before every save.
 * **Exact resume**: every checkpoint also holds the random generators of every rank
@@ -23,7 +23,8 @@ from mmengine.hooks import CheckpointHook
 
 from mmeomt.engine import random_state
 from mmeomt.registry import HOOKS
-from mmeomt.utils.checkpoint_io import ATOMIC_BACKEND, remove_stale_temporaries
+from mmeomt.utils.atomic_io import (ATOMIC_BACKEND, register_atomic_backend,
+                                    remove_stale_temporaries)
 
 RANDOM_STATE_KEY = 'random_state'
 
@@ -54,7 +55,8 @@ class AtomicCheckpointHook(CheckpointHook):
 
     All arguments but ``save_random_state`` are mmengine's.  When neither ``backend_args`` nor
     ``file_client_args`` is given and ``out_dir`` is local (or unset, i.e. the work dir),
-    checkpoint files are written through :class:`~mmeomt.utils.checkpoint_io.AtomicLocalBackend`;
+    checkpoint files are written through :class:`~mmeomt.utils.atomic_io.AtomicLocalBackend`
+    (registered with mmengine's file backends when this hook is built);
     remote ``out_dir``s keep their own backend.
 
     Args:
@@ -71,6 +73,7 @@ class AtomicCheckpointHook(CheckpointHook):
                  save_random_state: bool = True, **kwargs):
         is_local = out_dir is None or '://' not in str(out_dir)
         if backend_args is None and file_client_args is None and is_local:
+            register_atomic_backend()
             backend_args = dict(backend=ATOMIC_BACKEND)
         super().__init__(*args, out_dir=out_dir, backend_args=backend_args,
                          file_client_args=file_client_args, **kwargs)

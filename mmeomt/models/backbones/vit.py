@@ -3,7 +3,7 @@
 Parameter names follow mmpretrain's ``VisionTransformer`` (``patch_embed.projection``,
 ``layers.{i}.ln1``, ``layers.{i}.attn.qkv``, ``layers.{i}.attn.gamma1``, ``layers.{i}.ffn``,
 final norm ``ln1``).  DINOv2 checkpoints of mmpretrain, timm, the original release and
-transformers are recognised and converted on load by :mod:`mmeomt.models.backbones.convert`
+transformers are recognised and converted on load by :mod:`mmeomt.models.checkpoint`
 (mmpretrain's [CLS] position folded into ``cls_token``, 14x14 kernels and the 37x37 grid
 resampled to the model).
 
@@ -24,7 +24,8 @@ from mmcv.cnn.bricks.transformer import PatchEmbed
 from torch import Tensor, nn
 
 from mmeomt.registry import MODELS
-from .convert import adapt_vit_state, resample_pos_embed
+from ..checkpoint.hook import attach_checkpoint_hook, init_weights_then_load
+from .resample import resample_pos_embed
 
 
 def attention(attn: nn.Module, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
@@ -148,7 +149,9 @@ class EoMTViT(BaseModule):
                 ffn_type=arch.get('ffn_type', 'origin'),
                 norm_cfg=norm_cfg) for i in range(self.num_layers))
         self.ln1 = build_norm_layer(norm_cfg, self.embed_dims)
-        self._register_load_state_dict_pre_hook(self._convert_on_load)
+        # DINOv2 weights of any layout load into a ViT on its own (inside an EoMT model, the
+        # model's hook fits it).
+        attach_checkpoint_hook(self, 'backbone')
 
     @property
     def norm(self) -> nn.Module:
@@ -156,8 +159,13 @@ class EoMTViT(BaseModule):
         return self.ln1
 
     def init_weights(self):
+        """mmengine's initialisation; a ``Pretrained`` init_cfg loads any DINOv2 format with
+        :func:`mmeomt.models.checkpoint.load_pretrained` (strict unless it says otherwise)."""
+        init_weights_then_load(self, self._init_weights)
+
+    def _init_weights(self, pretrained: bool) -> None:
         super().init_weights()
-        if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
+        if not pretrained:
             trunc_normal_(self.pos_embed, std=0.02)
             nn.init.normal_(self.cls_token, std=1e-6)
             nn.init.normal_(self.register_tokens, std=1e-6)
@@ -190,7 +198,7 @@ class EoMTViT(BaseModule):
     def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
         """Layer-wise lr-decay depth of a parameter, as mmpretrain's layer-decay constructor asks.
 
-        EoMT (``../shared/EOMT.md`` §3) gives block ``i`` of ``n`` the factor
+        EoMT (docs/method.md §4) gives block ``i`` of ``n`` the factor
         ``decay ** (n - 1 - i)`` and the stem (patch/position embeddings, CLS, registers) the
         deepest block's factor ``decay ** (n - 1)``; the final norm is not decayed.  With
         ``num_layers = n + 1`` and factor ``decay ** (num_layers - 1 - depth)`` that is depth
@@ -208,8 +216,3 @@ class EoMTViT(BaseModule):
         if name.startswith('layers.'):
             return int(name.split('.')[1]) + 1, num_layers
         return num_layers - 1, num_layers
-
-    def _convert_on_load(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        """Adapt a DINOv2 state dict in place before it loads (see ``convert.adapt_vit_state``)."""
-        adapt_vit_state(self, state_dict, prefix)
-

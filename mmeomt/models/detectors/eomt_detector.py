@@ -3,8 +3,8 @@
 Data samples in, data samples out.  Training turns each ``DetDataSample`` into one
 ``InstanceData(labels, masks)`` of target masks and calls the core and :class:`EoMTLoss`;
 inference runs the core once and hands the final mask logits to :class:`EoMTFusionHead`:
-mmdet's ``MaskFormerFusionHead`` rules (EoMT's post-processing, docs/method.md §6) applied to the
-selected queries only.
+mmdet's ``MaskFormerFusionHead`` rules (EoMT's post-processing, docs/method.md §6) applied to
+the selected queries only.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -18,7 +18,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmeomt.registry import MODELS
-from ..checkpoint import fit_eomt_checkpoint
+from ..checkpoint.hook import attach_checkpoint_hook, init_weights_then_load
 from .fusion_head import EoMTFusionHead
 
 DEFAULT_TEST_CFG = dict(
@@ -73,8 +73,8 @@ class EoMTDetector(BaseDetector):
         skip_mismatched: prefixes of parameter names, e.g. ``['eomt.class_head']`` to
             fine-tune a checkpoint on another label set, whose checkpoint values are skipped
             when absent or of another shape (they keep their initialisation).  Any other
-            mismatch fails the load; see :mod:`mmeomt.models.checkpoint`, which also converts
-            the authors' and transformers checkpoints on load.
+            mismatch fails a strict load; see :mod:`mmeomt.models.checkpoint`, which also
+            converts the authors' and transformers checkpoints on load.
         checkpoint_class_order: for each class of this model, its index in the class head of
             the authors' (or transformers) checkpoints this config loads, when they number the
             classes differently; e.g. the ADE20K panoptic configs, whose dataset lists things
@@ -99,7 +99,6 @@ class EoMTDetector(BaseDetector):
         self.eomt = MODELS.build(eomt)
         self.skip_mismatched = tuple(skip_mismatched)
         self.checkpoint_class_order = checkpoint_class_order
-        self._register_load_state_dict_pre_hook(self._fit_checkpoint)
         self.num_things_classes = num_things_classes
         self.num_stuff_classes = num_stuff_classes
         self.num_classes = num_things_classes + num_stuff_classes
@@ -134,11 +133,15 @@ class EoMTDetector(BaseDetector):
             num_things_classes=num_things_classes,
             num_stuff_classes=num_stuff_classes,
             test_cfg=self.test_cfg)
+        # Checkpoints of any format are converted, fitted and checked on load.
+        attach_checkpoint_hook(self, 'model')
 
-    def _fit_checkpoint(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        """Convert and check a checkpoint before it loads (``load_state_dict`` pre-hook)."""
-        fit_eomt_checkpoint(self, state_dict, prefix, self.skip_mismatched,
-                            self.checkpoint_class_order)
+    def init_weights(self) -> None:
+        """mmengine's initialisation; a ``Pretrained`` init_cfg loads any whole-model format
+        with :func:`mmeomt.models.checkpoint.load_pretrained` (strict unless it says otherwise).
+        """
+        base_init = super().init_weights
+        init_weights_then_load(self, lambda pretrained: base_init())
 
     def extract_feat(self, batch_inputs: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
         """The core's predictions: lists of ``(B, Q, H_m, W_m)`` (``H/4`` at patch 16, see

@@ -16,7 +16,7 @@ from mmseg.utils import OptSampleList, SampleList
 from torch import Tensor
 
 from mmeomt.registry import MODELS
-from ..checkpoint import fit_eomt_checkpoint
+from ..checkpoint.hook import attach_checkpoint_hook, init_weights_then_load
 
 
 def window_starts(length: int, crop: int) -> List[int]:
@@ -81,8 +81,8 @@ class EoMTSegmentor(BaseSegmentor):
         skip_mismatched: prefixes of parameter names, e.g. ``['eomt.class_head']`` to
             fine-tune a checkpoint on another label set, whose checkpoint values are skipped
             when absent or of another shape (they keep their initialisation).  Any other
-            mismatch fails the load; see :mod:`mmeomt.models.checkpoint`, which also converts
-            the authors' and transformers checkpoints on load.
+            mismatch fails a strict load; see :mod:`mmeomt.models.checkpoint`, which also
+            converts the authors' and transformers checkpoints on load.
     """
 
     # mmseg's conversion of gt_sem_seg into one (label, mask) per present class, ignore_index
@@ -103,7 +103,6 @@ class EoMTSegmentor(BaseSegmentor):
             raise ValueError(f'EoMTSegmentor: num_classes must be >= 2, got {num_classes}')
         self.eomt = MODELS.build(eomt)
         self.skip_mismatched = tuple(skip_mismatched)
-        self._register_load_state_dict_pre_hook(self._fit_checkpoint)
         if self.eomt.num_classes != num_classes:
             raise ValueError(f'EoMTSegmentor: eomt.num_classes ({self.eomt.num_classes}) must '
                              f'equal num_classes ({num_classes})')
@@ -133,10 +132,15 @@ class EoMTSegmentor(BaseSegmentor):
                 raise ValueError('EoMTSegmentor: window mode needs test_cfg.crop_size = (h, w) '
                                  f'or an int, got {crop_size!r}')
             self.crop = min(crop_size)
+        # Checkpoints of any format are converted, fitted and checked on load.
+        attach_checkpoint_hook(self, 'model')
 
-    def _fit_checkpoint(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        """Convert and check a checkpoint before it loads (``load_state_dict`` pre-hook)."""
-        fit_eomt_checkpoint(self, state_dict, prefix, self.skip_mismatched)
+    def init_weights(self) -> None:
+        """mmengine's initialisation; a ``Pretrained`` init_cfg loads any whole-model format
+        with :func:`mmeomt.models.checkpoint.load_pretrained` (strict unless it says otherwise).
+        """
+        base_init = super().init_weights
+        init_weights_then_load(self, lambda pretrained: base_init())
 
     def extract_feat(self, inputs: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
         """The core's predictions: lists of ``(B, Q, H_m, W_m)`` (``H/4`` at patch 16, see

@@ -1,9 +1,10 @@
-"""Checkpoints from URLs (mmeomt.utils.hub), served by a local HTTP server.
+"""Checkpoints from URLs (mmeomt.models.checkpoint.loading), served by a local HTTP server.
 
 What it promises:
-* ``load_from='http://...'`` with a checkpoint in the authors' format loads through mmengine's
-  Runner, converted on load, and the model predicts exactly as the one it came from; so does
-  ``init_cfg=dict(type='Pretrained', checkpoint=URL)`` on the whole model;
+* ``load_from='http://...'`` with a checkpoint in the authors' format loads through our runner
+  (``EoMTRunner``, what the configs' ``runner_type`` selects), converted on load, and the model
+  predicts exactly as the one it came from; so does ``init_cfg=dict(type='Pretrained',
+  checkpoint=URL)`` on the whole model;
 * files are cached under one path per URL: two URLs whose files share a name
   (``pytorch_model.bin``, as every released EoMT checkpoint) load their own weights, and a
   cached file is used without the network;
@@ -11,20 +12,24 @@ What it promises:
   and are converted on load (14x14 kernels resampled to 16x16, position grid resized);
 * a file that holds more than tensors is refused when it comes from a URL.
 """
+import os.path as osp
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from mmengine.runner import Runner
-from mmengine.runner.checkpoint import _load_checkpoint
+from mmengine.registry import init_default_scope
 from safetensors.torch import save_file as save_safetensors
 
+from mmeomt.engine import EoMTRunner
 from mmeomt.models import EoMTViT
-from mmeomt.models.backbones.convert import convert_dinov2
-from mmeomt.utils import url_cache_path
-from mmeomt.utils.hub import cache_root
+from mmeomt.models.checkpoint import cache_root, convert_dinov2, url_cache_path
+from mmeomt.models.checkpoint import load_checkpoint_file as _load_checkpoint
 
 from apis_helpers import build, config, predictable
 from dinov2_formats import eomt_to_authors, randomise, to_timm
+
+CONFIGS = Path(__file__).resolve().parents[3] / 'configs' / 'eomt'
 
 
 def predict(model, image):
@@ -43,9 +48,9 @@ def test_load_from_url_in_authors_format_predicts_the_same(server, tmp_path):
     url = server.put('tue-mps/tiny_panoptic/resolve/main/pytorch_model.bin',
                      eomt_to_authors(source.eomt.state_dict()))
     cfg = config('panoptic')
-    runner = Runner(model=cfg.model, work_dir=str(tmp_path / 'work'), load_from=url,
-                    default_scope='mmdet', env_cfg=dict(cudnn_benchmark=False),
-                    log_level='WARNING')
+    runner = EoMTRunner(model=cfg.model, work_dir=str(tmp_path / 'work'), load_from=url,
+                        default_scope='mmdet', env_cfg=dict(cudnn_benchmark=False),
+                        log_level='WARNING')
     runner.load_or_resume()
     loaded = runner.model.eval()
     for key, value in source.state_dict().items():
@@ -125,3 +130,26 @@ def test_pickles_with_code_are_refused_from_urls(server):
     url = server.put('odd/pytorch_model.bin', {'w': torch.zeros(1), 'step': np.int64(3)})
     with pytest.raises(RuntimeError, match='holds more than tensors'):
         _load_checkpoint(url)
+
+
+def test_load_from_url_in_a_published_style_config(server, tmp_path):
+    """A config inheriting configs/eomt/_base_/default_runtime.py selects EoMTRunner
+    (runner_type), so its load_from URL goes through the per-URL cache and loads strictly."""
+    from mmengine.config import Config
+
+    from mmeomt.registry import MODELS
+    from mmeomt.utils.tool_config import build_runner
+    cfg = Config.fromfile(str(CONFIGS / 'synthetic' / 'eomt_vit-t_synthetic-panoptic.py'))
+    assert cfg.runner_type == 'mmeomt.EoMTRunner'
+    init_default_scope('mmdet')
+    source = randomise(MODELS.build(cfg.model))
+    url = server.put('tue-mps/synthetic/resolve/main/pytorch_model.bin',
+                     eomt_to_authors(source.eomt.state_dict()))
+    cfg.work_dir, cfg.launcher, cfg.load_from = str(tmp_path / 'work'), 'none', url
+    cfg.log_level = 'WARNING'
+    runner = build_runner(cfg)
+    assert type(runner) is EoMTRunner
+    runner.load_or_resume()
+    for key, value in source.state_dict().items():
+        assert torch.equal(runner.model.state_dict()[key], value), key
+    assert osp.isfile(url_cache_path(url))

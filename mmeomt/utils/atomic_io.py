@@ -1,46 +1,32 @@
-"""Checkpoint files for mmengine 0.10.7 on a current torch: written atomically, readable again.
+"""Files that are complete or absent: atomic writes, and the leftovers of killed ones.
 
 * **Atomic writes.**  mmengine writes a checkpoint with ``LocalBackend.put``, i.e.
   ``open(path, 'wb')`` and one ``write``: a job killed while writing (pre-emption, time limit,
   full disk) leaves a truncated ``iter_N.pth``, which ``--resume`` then fails on.
-  :class:`AtomicLocalBackend` writes to a temporary file in the same directory, ``fsync``-s it
-  and ``os.replace``-s it onto the target (atomic on POSIX and Windows), so a checkpoint is
-  either complete or absent.  ``AtomicCheckpointHook`` uses it.
-* **Loading training checkpoints.**  Since torch 2.6, ``torch.load`` defaults to
-  ``weights_only=True``; mmengine 0.10.7 does not pass the argument, and its own checkpoints
-  (message hub ``HistoryBuffer``s holding numpy arrays) are refused, so ``resume`` fails
-  (open-mmlab/mmengine#1655).  Allow-listing the needed globals would include ``getattr``, which
-  makes the restriction moot.  :func:`load_from_local` therefore keeps ``weights_only=True``
-  for plain weight files and falls back to a full unpickle, with a warning, only for local files
-  that need it (files from URLs are never unpickled: :mod:`mmeomt.utils.hub`).  It also reads
-  ``*.safetensors`` files, which mmengine's local loader cannot.  ``import mmeomt`` registers it
-  for local paths.  A file that is not a checkpoint at all (random bytes, a truncated download,
-  an HTML error page saved as ``.pth``) fails with a ``ValueError`` that names it, instead of
-  whatever the unpickler tripped over.
+  :func:`atomic_write` writes to a temporary file in the same directory, ``fsync``-s it and
+  ``os.replace``-s it onto the target (atomic on POSIX and Windows), so a file is either
+  complete or absent.  :class:`AtomicLocalBackend` is mmengine's local backend writing that
+  way; ``AtomicCheckpointHook`` registers it (under :data:`ATOMIC_BACKEND`, with
+  :func:`register_atomic_backend`) when it is built, not on import.
 * **Leftovers of a killed save.**  A process killed between creating its temporary file and
   renaming it leaves ``.<name>.<host>.<pid>.<random>.tmp`` behind;
   :func:`remove_stale_temporaries` deletes those whose writer is gone (the checkpoint hook calls
-  it when training starts and before every save).  Checkpoints get the mode a plain ``open``
-  would give them (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
+  it when training starts and before every save).  Files get the mode a plain ``open`` would
+  give them (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
+
+Reading checkpoints is :mod:`mmeomt.models.checkpoint`.
 """
 import io
-import logging
 import os
 import os.path as osp
-import pickle
 import re
 import socket
 import tempfile
-import zipfile
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Union
 
 import torch
 from mmengine.fileio import LocalBackend, register_backend
-from mmengine.logging import print_log
-from mmengine.runner import CheckpointLoader
-
-from .hub import UNREADABLE_CHECKPOINT, load_checkpoint_file, not_a_checkpoint
 
 ATOMIC_BACKEND = 'mmeomt_atomic_local'
 
@@ -154,57 +140,13 @@ def atomic_torch_save(obj, filepath: Union[str, Path]) -> None:
     atomic_write(buffer.getvalue(), filepath)
 
 
-def load_from_local(filename: str, map_location=None):
-    """``torch.load`` a local checkpoint: weights-only if possible, else fully (with a warning).
-
-    Replaces mmengine's loader of the same name for local paths (same interface and errors;
-    mmengine names the scheme in its log after this function's name).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a checkpoint (see :func:`not_a_checkpoint`).
-    """
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
-    if filename.endswith('.safetensors'):
-        return load_checkpoint_file(filename, map_location)
-    try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if not str(error).startswith('Weights only load failed'):
-            raise not_a_checkpoint(filename, error) from None
-        first_error = error
-    except UNREADABLE_CHECKPOINT as error:
-        raise not_a_checkpoint(filename, error) from None
-    try:
-        checkpoint = torch.load(filename, map_location=map_location, weights_only=False)
-    except UNREADABLE_CHECKPOINT as error:
-        # Refused by the weights-only unpickler and unreadable in full: not a checkpoint.
-        raise not_a_checkpoint(filename, error) from first_error
-    print_log(f'{filename} holds more than tensors (e.g. mmengine training state); loaded '
-              'it with weights_only=False, which runs its pickled code: only load '
-              'checkpoints you trust.', logger='current', level=logging.WARNING)
-    return checkpoint
+def register_atomic_backend() -> None:
+    """Register :class:`AtomicLocalBackend` with mmengine's file backends as
+    :data:`ATOMIC_BACKEND` (idempotent; adds a name, replaces nothing)."""
+    from mmengine.fileio.backends import backends
+    if backends.get(ATOMIC_BACKEND) is not AtomicLocalBackend:
+        register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
 
 
-def checkpoint_problem(path: str) -> Optional[str]:
-    """Why ``path`` cannot be a complete checkpoint written by ``torch.save``, or None.
-
-    Cheap (no unpickling): the file must exist, be non-empty and be a zip archive whose
-    end-of-archive record is present, which a file truncated mid-write lacks.
-    """
-    if not osp.exists(path):
-        return 'the file does not exist'
-    if not osp.isfile(path):
-        return 'it is not a file'
-    if osp.getsize(path) == 0:
-        return 'the file is empty'
-    if not zipfile.is_zipfile(path):
-        return ('it is not a complete zip archive (truncated, e.g. killed while writing, or '
-                'not written by torch.save)')
-    return None
-
-
-register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
-CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+__all__ = ['ATOMIC_BACKEND', 'AtomicLocalBackend', 'atomic_torch_save', 'atomic_write',
+           'default_file_mode', 'register_atomic_backend', 'remove_stale_temporaries']

@@ -1,15 +1,11 @@
 """A weights file that is no checkpoint (random bytes: torch.load raised UnicodeDecodeError or
 UnpicklingError) is named, with what it looks like, wherever weights are loaded."""
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
+from apis_helpers import CONFIGS
 from helpers import run_tool, write_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test_apis'))
-from apis_helpers import CONFIGS  # noqa: E402
 
 
 @pytest.fixture

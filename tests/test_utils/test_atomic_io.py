@@ -1,22 +1,18 @@
-"""Checkpoint files: written atomically with the usual mode, leftovers of killed saves removed,
-mmengine checkpoints load again on torch >= 2.6, and a file that is no checkpoint is named."""
+"""Atomic files (mmeomt.utils.atomic_io): written atomically with the usual mode, leftovers of
+killed saves removed, and the checkpoint hook writes through the atomic backend.
+(Reading checkpoints is tested in tests/test_models/test_checkpoint/test_loading.py.)"""
 import os
-import pickle
 import signal
 import subprocess
 import sys
 
 import pytest
-import torch
 from mmengine.fileio import get_file_backend
-from mmengine.logging import HistoryBuffer, MessageHub, MMLogger
-from mmengine.runner import CheckpointLoader
+from mmengine.logging import MessageHub, MMLogger
 
 from mmeomt.engine import AtomicCheckpointHook
-from mmeomt.utils.checkpoint_io import (ATOMIC_BACKEND, AtomicLocalBackend, _host_tag,
-                                        atomic_write, default_file_mode, load_from_local,
-                                        remove_stale_temporaries)
-from mmeomt.utils.hub import load_checkpoint_file
+from mmeomt.utils.atomic_io import (ATOMIC_BACKEND, AtomicLocalBackend, _host_tag, atomic_write,
+                                    default_file_mode, remove_stale_temporaries)
 
 
 def test_atomic_write_replaces_the_whole_file(tmp_path):
@@ -56,33 +52,6 @@ def test_hook_uses_the_atomic_backend_for_local_dirs_only():
                       AtomicLocalBackend)
 
 
-def test_mmengine_training_state_loads_again(tmp_path):
-    # What mmengine's Runner saves next to the weights: message-hub buffers of numpy arrays,
-    # which torch >= 2.6's default weights_only=True refuses.
-    path = tmp_path / 'iter_2.pth'
-    buffer = HistoryBuffer()
-    buffer.update(1.5)
-    torch.save(dict(state_dict=dict(w=torch.ones(2)), message_hub=dict(loss=buffer)), path)
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(path)
-    for loaded in (load_from_local(str(path)),
-                   CheckpointLoader.load_checkpoint(str(path), map_location='cpu')):
-        assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
-        assert loaded['message_hub']['loss'].current() == 1.5
-
-
-def test_plain_weights_still_load_weights_only(tmp_path, monkeypatch):
-    path = tmp_path / 'weights.pth'
-    torch.save(dict(w=torch.zeros(3)), path)
-    calls = []
-    real_load = torch.load
-    monkeypatch.setattr(torch, 'load', lambda *a, **k: calls.append(k) or real_load(*a, **k))
-    assert torch.equal(load_from_local(str(path))['w'], torch.zeros(3))
-    assert [c['weights_only'] for c in calls] == [True]
-    with pytest.raises(FileNotFoundError):
-        load_from_local(str(tmp_path / 'missing.pth'))
-
-
 def test_a_checkpoint_gets_the_mode_of_a_plain_open(tmp_path):
     # mkstemp creates its file 0o600; a checkpoint is meant to be read by others as any file.
     before = os.umask(0o022)
@@ -99,9 +68,9 @@ def test_a_checkpoint_gets_the_mode_of_a_plain_open(tmp_path):
 
 KILLED_WHILE_WRITING = '''
 import os, signal, sys
-from mmeomt.utils import checkpoint_io
+from mmeomt.utils import atomic_io
 os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # dies with the data written
-checkpoint_io.atomic_write(b'new checkpoint', sys.argv[1])
+atomic_io.atomic_write(b'new checkpoint', sys.argv[1])
 '''
 
 
@@ -139,21 +108,3 @@ def test_sigkill_during_a_save_leaves_a_temporary_that_the_next_start_removes(tm
         sleeper.wait()
     # The writer is gone now: the next start (or save) removes its file as well.
     assert remove_stale_temporaries(str(tmp_path)) == [str(live)]
-
-
-@pytest.mark.parametrize('content', [os.urandom(4096), b'', b'<html>404 Not Found</html>',
-                                     'truncated'])
-def test_a_file_that_is_no_checkpoint_is_named_in_a_value_error(tmp_path, content):
-    path = tmp_path / 'weights.pth'
-    if content == 'truncated':
-        torch.save(dict(w=torch.ones(1000)), path)
-        content = path.read_bytes()[:3000]
-    path.write_bytes(content)
-    for load in (load_from_local, load_checkpoint_file,
-                 lambda p: CheckpointLoader.load_checkpoint(p, map_location='cpu')):
-        with pytest.raises(ValueError, match=r'weights\.pth is not a checkpoint: it is'):
-            load(str(path))
-    broken = tmp_path / 'weights.safetensors'
-    broken.write_bytes(content[:100])
-    with pytest.raises(ValueError, match=r'weights\.safetensors is not a readable'):
-        load_from_local(str(broken))

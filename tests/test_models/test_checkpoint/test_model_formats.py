@@ -6,7 +6,8 @@ What it promises:
 * ``convert_eomt_checkpoint`` maps the authors' layout (``network.*``, timm backbone) onto an
   ``EoMT`` core at any prefix, losslessly: same outputs; pixel mean/std and the loss's
   ``criterion.empty_weight`` are dropped; keys with no place raise;
-* ``tools/model_converters`` write mmengine checkpoints atomically and fail cleanly.
+* ``tools/model_converters`` read weights-only files (``.safetensors`` too), write mmengine
+  checkpoints atomically and fail cleanly.
 (transformers' layout is covered against transformers itself in test_parity_transformers.py.)
 """
 import importlib.util
@@ -17,11 +18,11 @@ import torch
 from safetensors.torch import save_file as save_safetensors
 
 from mmeomt.models import EoMT, EoMTViT
-from mmeomt.models.convert import (convert_eomt_checkpoint, detect_eomt_checkpoint_format,
-                                   read_state_dict, write_checkpoint)
+from mmeomt.models.checkpoint import (convert_eomt_checkpoint, detect_eomt_checkpoint_format,
+                                      load_checkpoint_file, state_dict_of)
 from dinov2_formats import eomt_to_authors, randomise, to_timm
 
-TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'model_converters'
+TOOLS = Path(__file__).resolve().parents[3] / 'tools' / 'model_converters'
 BACKBONE = dict(type='mmeomt.EoMTViT', img_size=64, patch_size=16,
                 arch=dict(embed_dims=64, num_layers=4, num_heads=2, feedforward_channels=128))
 
@@ -130,12 +131,15 @@ def test_dinov2_to_mmeomt_tool(tmp_path):
 
 
 def test_checkpoint_files(tmp_path):
+    """What the converters read: a state dict in a .safetensors file or a torch file, bare or
+    under state_dict / model / module."""
     tensors = {'a': torch.randn(3, 4), 'b': torch.arange(5), 'c': torch.randn(2).bfloat16()}
     save_safetensors(tensors, str(tmp_path / 'model.safetensors'))
-    loaded = read_state_dict(str(tmp_path / 'model.safetensors'))
+    path = str(tmp_path / 'model.safetensors')
+    loaded = state_dict_of(load_checkpoint_file(path), path)
     assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
-    write_checkpoint(str(tmp_path / 'x.pth'), tensors, meta=dict(note='test'))
-    assert set(read_state_dict(str(tmp_path / 'x.pth'))) == set(tensors)
+    torch.save(dict(model=tensors, meta=dict(note='test')), tmp_path / 'x.pth')
+    assert set(state_dict_of(load_checkpoint_file(str(tmp_path / 'x.pth')))) == set(tensors)
     torch.save([1, 2], tmp_path / 'bad.pth')
-    with pytest.raises(ValueError, match='state dict'):
-        read_state_dict(str(tmp_path / 'bad.pth'))
+    with pytest.raises(ValueError, match='bad.pth: expected a state dict'):
+        state_dict_of(load_checkpoint_file(str(tmp_path / 'bad.pth')), str(tmp_path / 'bad.pth'))

@@ -1,15 +1,19 @@
 """Whole-model checkpoints load into EoMTDetector / EoMTSegmentor in any format, or fail loudly.
 
-What it promises (mmeomt.models.checkpoint, run as the adapters' load_state_dict pre-hook):
+What it promises (mmeomt.models.checkpoint: the pre-hook every EoMT module carries, and the
+loading paths):
 * the authors' released layout, transformers' ``EomtForUniversalSegmentation`` layout, a bare
-  ``EoMT`` core and our own checkpoints load through mmengine's ``load_checkpoint`` (the path of
-  ``load_from``, ``resume`` and the inferencers) and through ``load_state_dict``, giving the
-  source model's weights and outputs; a checkpoint of another crop has its position grid
-  resized;
-* anything that does not fit raises ``ValueError`` listing the missing, unexpected and
-  mis-shaped keys, instead of mmengine's warning and random weights;
+  ``EoMT`` core and our own checkpoints load through mmengine's ``load_checkpoint``, through
+  ours (the path of ``load_from``, ``resume``, ``init_cfg`` and the inferencers) and through
+  ``load_state_dict``, giving the source model's weights and outputs; a checkpoint of another
+  crop has its position grid resized;
+* our loading paths are strict: anything that does not fit raises ``ValueError`` listing the
+  missing, unexpected and mis-shaped keys, instead of mmengine's warning and random weights;
+* ``load_state_dict(strict=False)`` behaves as torch documents: the keys that do not fit are
+  reported, not raised; ``strict=True`` raises torch's error;
 * ``skip_mismatched=['eomt.class_head']`` lets a checkpoint with another class count (or none)
-  initialise everything else, while a class head that fits (resuming) still loads.
+  initialise everything else, strictly or not, while a class head that fits (resuming) still
+  loads.
 """
 import importlib.util
 import logging
@@ -23,14 +27,16 @@ from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import load_checkpoint
 from torch import nn
 
-from mmeomt.models.backbones.convert import resample_pos_embed
+from mmeomt.models.backbones.resample import resample_pos_embed
+from mmeomt.models.checkpoint import load_checkpoint as load_strictly
+from mmeomt.models.checkpoint import load_checkpoint_to_model
 from mmeomt.registry import MODELS
 from dinov2_formats import eomt_to_authors, randomise
 
 # The reverse of the 'transformers' conversion rules, as the benchmark uses it.
 _spec = importlib.util.spec_from_file_location(
     'eomt_to_transformers',
-    Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / 'eomt_to_transformers.py')
+    Path(__file__).resolve().parents[3] / 'tools' / 'analysis_tools' / 'eomt_to_transformers.py')
 _REVERSE = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_REVERSE)
 
@@ -90,8 +96,9 @@ def assert_same_weights(model, reference):
         assert torch.equal(model.state_dict()[key], value), key
 
 
+@pytest.mark.parametrize('loader', ['mmengine', 'mmeomt'])
 @pytest.mark.parametrize('layout', ['authors', 'transformers', 'bare core', 'mmeomt'])
-def test_every_layout_loads_through_mmengine(layout, tmp_path):
+def test_every_layout_loads_through_mmengine(layout, loader, tmp_path):
     src = source()
     core = src.eomt.state_dict()
     state = {'authors': lambda: eomt_to_authors(core),
@@ -101,7 +108,8 @@ def test_every_layout_loads_through_mmengine(layout, tmp_path):
     path = tmp_path / 'checkpoint.pth'
     torch.save(state if layout != 'mmeomt' else {'state_dict': state, 'meta': {}}, path)
     model = detector()
-    load_checkpoint(model, str(path), map_location='cpu')
+    {'mmengine': load_checkpoint, 'mmeomt': load_strictly}[loader](
+        model, str(path), map_location='cpu')
     assert_same_weights(model, src)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -145,12 +153,35 @@ def test_training_checkpoint_resumes_untouched(tmp_path):
 
 def test_unrecognised_checkpoints_fail_with_their_keys():
     with pytest.raises(ValueError, match=r'(?s)Unrecognised EoMT checkpoint.*decoder\.weight'):
-        detector().load_state_dict({'decoder.weight': torch.zeros(1)})
+        load_checkpoint_to_model(detector(), {'decoder.weight': torch.zeros(1)})
     # DINOv2 weights alone are not a whole model: they belong in the backbone's init_cfg.
     vit_only = {k: v for k, v in eomt_to_authors(source().eomt.state_dict()).items()
                 if k.startswith('network.encoder.backbone.')}
     with pytest.raises(ValueError, match="backbone's init_cfg"):
-        detector().load_state_dict({k.split('backbone.', 1)[1]: v for k, v in vit_only.items()})
+        load_checkpoint_to_model(
+            detector(), {k.split('backbone.', 1)[1]: v for k, v in vit_only.items()})
+
+
+def test_strict_false_reports_as_torch_documents():
+    """load_state_dict(strict=False): what does not fit is reported, what fits is loaded."""
+    model = detector()
+    result = model.load_state_dict({'decoder.weight': torch.zeros(1)}, strict=False)
+    assert result.unexpected_keys == ['decoder.weight']
+    assert set(result.missing_keys) == set(model.state_dict())
+    with pytest.raises(RuntimeError, match='Unexpected key'):  # torch's strict=True
+        detector().load_state_dict({'decoder.weight': torch.zeros(1)})
+
+    src = source()
+    authors = eomt_to_authors(src.eomt.state_dict())
+    authors['network.decoder.weight'] = torch.zeros(1)  # a key the format has no rule for
+    del authors['network.q.weight']
+    model = detector()
+    result = model.load_state_dict(authors, strict=False)
+    assert result.unexpected_keys == ['network.decoder.weight']
+    assert result.missing_keys == ['eomt.queries.weight']
+    assert torch.equal(model.eomt.class_head.weight, src.eomt.class_head.weight)
+    with pytest.raises(ValueError, match=r'(?s)network\.decoder\.weight.*eomt\.queries\.weight'):
+        load_checkpoint_to_model(detector(), authors)
 
 
 def test_mismatches_are_listed(tmp_path):
@@ -158,7 +189,7 @@ def test_mismatches_are_listed(tmp_path):
     path = tmp_path / 'pytorch_model.bin'
     torch.save(authors, path)
     with pytest.raises(ValueError) as error:
-        load_checkpoint(detector(things=4), str(path))  # 6 classes, the checkpoint 5
+        load_strictly(detector(things=4), str(path))  # 6 classes, the checkpoint 5
     message = str(error.value)
     assert 'authors format' in message
     assert 'eomt.class_head.weight: (6, 64) vs (7, 64)' in message
@@ -169,7 +200,7 @@ def test_mismatches_are_listed(tmp_path):
     own['eomt.extra.weight'] = torch.zeros(1)
     del own['eomt.queries.weight'], own['eomt.mask_head.0.bias']
     with pytest.raises(ValueError) as error:
-        detector().load_state_dict(own)
+        load_checkpoint_to_model(detector(), own)
     message = str(error.value)
     assert re.search(r'missing keys \(2\):\s+eomt.queries.weight\s+eomt.mask_head.0.bias',
                      message)
@@ -178,7 +209,7 @@ def test_mismatches_are_listed(tmp_path):
     fewer_blocks = source().eomt.state_dict()
     fewer_blocks['attn_mask_probs'] = torch.zeros(3)
     with pytest.raises(ValueError, match=r'eomt.attn_mask_probs: \(3,\) vs \(2,\)'):
-        detector().load_state_dict(fewer_blocks)
+        load_checkpoint_to_model(detector(), fewer_blocks)
 
 
 def test_skip_mismatched_class_head(tmp_path):
@@ -208,10 +239,15 @@ def test_skip_mismatched_class_head(tmp_path):
     resumed.load_state_dict(finetuned.state_dict())
     assert_same_weights(resumed, finetuned)
 
-    # Only the named prefixes are let through.
+    # Strict loading keeps them as well (our loading paths are strict) ...
+    strict = detector(things=4, skip_mismatched=['eomt.class_head'])
+    init_head = strict.eomt.class_head.weight.clone()
+    load_checkpoint_to_model(strict, authors)
+    assert torch.equal(strict.eomt.class_head.weight, init_head)
+    # ... and only the named prefixes are let through.
     with pytest.raises(ValueError, match='eomt.queries.weight'):
-        detector(skip_mismatched=['eomt.class_head']).load_state_dict(
-            {k: v for k, v in authors.items() if k != 'network.q.weight'}, strict=False)
+        load_checkpoint_to_model(detector(skip_mismatched=['eomt.class_head']),
+                                 {k: v for k, v in authors.items() if k != 'network.q.weight'})
 
 
 def test_checkpoint_class_order_permutes_a_foreign_class_head():

@@ -1,0 +1,3 @@
+from .eomt_runner import EoMTRunner
+
+__all__ = ['EoMTRunner']
