@@ -266,6 +266,10 @@ def adapt_dinov3_state(model: nn.Module, state_dict: dict, prefix: str) -> None:
             raise ValueError(f'{type(model).__name__}: cannot load keys {_sample(unknown)} '
                              f'(under prefix {prefix!r}): {error}') from None
         return  # a partial state dict in our names
+    if fmt == 'mmeomt' and inner + 'pos_embed' in local:
+        raise ValueError(f'{type(model).__name__} (prefix {prefix!r}): these are EoMTViT '
+                         '(DINOv2) weights, with a learned pos_embed; a DINOv3ViT takes DINOv3 '
+                         'weights, whose positions are rotary')
     if fmt == 'mmeomt' and not inner:
         return
     try:
