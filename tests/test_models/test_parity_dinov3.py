@@ -293,6 +293,47 @@ def test_parity_authors_delta_checkpoint(hf_eomt):
     assert detect_eomt_dinov3_format(delta) == 'authors'
     converted = convert_eomt_dinov3_checkpoint(delta, base=base)
     _check_eomt(_eomt(converted), hf_eomt)
-    with pytest.raises(ValueError, match=r'deltas to the DINOv3 weights .*missing \(looked for '
-                                         r'at /no/dinov3\.pth\)'):
-        convert_eomt_dinov3_checkpoint(delta, base_source='/no/dinov3.pth')
+    with pytest.raises(ValueError, match=r'deltas to the DINOv3 weights .*missing.* pass them '
+                                         r'with --base'):
+        convert_eomt_dinov3_checkpoint(delta, base_hint='pass them with --base')
+
+
+def test_delta_recipe_converter_then_load_from(hf_eomt, tmp_path):
+    """docs/dinov3.md's recipe: ``eomt2mmeomt.py DELTA OUT --base DINOV3`` and the output as
+    ``load_from`` of a published DINOv3 config (here with the test's small sizes) gives the
+    transformers model's logits."""
+    import importlib.util
+    import os.path as osp
+
+    from mmengine.config import Config
+    from mmengine.registry import MODELS as REGISTRY
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location(
+        'eomt2mmeomt', osp.join(root, 'tools', 'model_converters', 'eomt2mmeomt.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    delta, base = split_delta(hf_to_authors(hf_eomt[0]['state_dict']))
+    torch.save(delta, tmp_path / 'pytorch_model.bin')
+    torch.save(base, tmp_path / 'dinov3.pth')
+    out = tmp_path / 'eomt_dinov3.pth'
+    assert tool.main([str(tmp_path / 'pytorch_model.bin'), str(out)]) == 1  # no --base
+    assert tool.main([str(tmp_path / 'pytorch_model.bin'), str(out), '--base',
+                      str(tmp_path / 'dinov3.pth')]) == 0
+
+    cfg = Config.fromfile(osp.join(root, 'configs', 'eomt',
+                                   'eomt_dinov3-vit-l_8xb2-12e_coco-panoptic-640.py'))
+    init_default_scope(cfg.default_scope)
+    model_cfg = cfg.model
+    model_cfg.eomt.backbone.arch = dict(embed_dims=DIMS, num_layers=DEPTH, num_heads=HEADS,
+                                        feedforward_channels=FFN)
+    model_cfg.eomt.backbone.init_cfg = None
+    model_cfg.eomt.update(num_blocks=NUM_BLOCKS, num_queries=QUERIES, num_classes=CLASSES)
+    model_cfg.loss.num_classes = CLASSES
+    model_cfg.update(num_things_classes=3, num_stuff_classes=2)
+    detector = REGISTRY.build(model_cfg)
+    load_checkpoint(detector, str(out), map_location='cpu', strict=True)
+    _compare(detector.eomt.eval(), hf_eomt[1][0], hf_eomt[0][('unmasked', IMG)], prob=0.)

@@ -349,7 +349,7 @@ def dinov3_base_name(backbone: Mapping[str, Tensor]) -> str:
 
 def convert_eomt_dinov3_checkpoint(state_dict: Mapping[str, Tensor],
                                    base: Optional[Mapping[str, Tensor]] = None,
-                                   prefix: str = '', base_source: str = '') -> StateDict:
+                                   prefix: str = '', base_hint: str = '') -> StateDict:
     """An EoMT-DINOv3 checkpoint -> the keys of an ``EoMT`` core (with a ``DINOv3ViT``) at
     ``prefix``.
 
@@ -358,7 +358,8 @@ def convert_eomt_dinov3_checkpoint(state_dict: Mapping[str, Tensor],
         base: the DINOv3 weights (any layout of :data:`DINOV3_FORMATS`) that an authors'
             delta is added to; unused for transformers checkpoints.
         prefix: ``''`` for ``EoMT`` itself, ``'eomt.'`` for the detector / segmentor.
-        base_source: where ``base`` was to come from (a path or URL), for the error message.
+        base_hint: how to give ``base`` where this is called from, for the error message
+            (default: the backbone's ``init_cfg`` checkpoint).
 
     Returns:
         ``{prefix}backbone.*``, ``{prefix}queries.weight``, ``{prefix}class_head.*``,
@@ -385,7 +386,7 @@ def convert_eomt_dinov3_checkpoint(state_dict: Mapping[str, Tensor],
         raw = {k: v for k, v in state_dict.items() if _HF_BACKBONE.match(k)}
     backbone = convert_dinov3(raw)
     if fmt == 'authors':
-        backbone = _add_delta(backbone, base, base_source)
+        backbone = _add_delta(backbone, base, base_hint)
 
     out = {f'{prefix}backbone.{k}': v for k, v in backbone.items()}
     rules = [(re.compile(p), r) for p, r in _HEAD_RULES[fmt]]
@@ -407,16 +408,15 @@ def convert_eomt_dinov3_checkpoint(state_dict: Mapping[str, Tensor],
 
 
 def _add_delta(delta: StateDict, base: Optional[Mapping[str, Tensor]],
-               base_source: str) -> StateDict:
+               base_hint: str) -> StateDict:
     """DINOv3 weights + the authors' delta, both in our names."""
     name = dinov3_base_name(delta)
     if base is None:
-        where = f' (looked for at {base_source})' if base_source else ''
+        hint = base_hint or "give their path as the backbone's init_cfg checkpoint"
         raise ValueError(
             f'This is an authors\' EoMT-DINOv3 checkpoint: its backbone weights are deltas to '
-            f'the DINOv3 weights {name}, which are missing{where}.  Download them (a gated '
-            'model: accept the DINOv3 licence on Hugging Face) and give their path as the '
-            "backbone's init_cfg checkpoint (see docs/dinov3.md).")
+            f'the DINOv3 weights {name}, which are missing.  Download them (a gated model: '
+            f'accept the DINOv3 licence on Hugging Face) and {hint} (see docs/dinov3.md).')
     base = convert_dinov3(base)
     missing = [k for k in delta if k not in base]
     mismatched = [f'{k}: {tuple(base[k].shape)} vs {tuple(v.shape)}'
