@@ -20,10 +20,10 @@ import torch
 from mmeomt.engine import EoMTOptimWrapperConstructor
 from mmeomt.models import DINOv3ViT, EoMT, EoMTViT
 from mmeomt.models.backbones.dinov3 import DINOv3RoPE, apply_rope, patch_coords
-from mmeomt.models.backbones.dinov3_convert import (convert_dinov3,
-                                                    convert_eomt_dinov3_checkpoint,
-                                                    detect_dinov3_format,
-                                                    detect_eomt_dinov3_format, dinov3_base_name)
+from mmeomt.models.checkpoint.dinov3 import (convert_dinov3,
+                                             convert_eomt_dinov3_checkpoint,
+                                             detect_dinov3_format,
+                                             detect_eomt_dinov3_format, dinov3_base_name)
 from mmeomt.registry import MODELS
 
 ARCH = dict(embed_dims=64, num_layers=4, num_heads=2, feedforward_channels=128)
@@ -240,10 +240,13 @@ def test_formats_are_told_apart_and_unknown_keys_named():
         convert_dinov3(sd)
 
 
-def test_dinov3_loading_refuses_dinov2_weights():
-    dinov2 = EoMTViT(arch=ARCH, img_size=32).state_dict()
-    with pytest.raises(ValueError, match='pos_embed'):
-        DINOv3ViT(arch=ARCH).load_state_dict(dinov2)
+def test_dinov2_and_dinov3_weights_are_not_mixed():
+    dinov2 = EoMTViT(arch=ARCH, img_size=32)
+    with pytest.raises(RuntimeError, match='pos_embed'):  # torch lists what does not fit
+        DINOv3ViT(arch=ARCH).load_state_dict(dinov2.state_dict())
+    hf = to_transformers(vit().state_dict())
+    with pytest.raises(ValueError, match='these are DINOv3 weights'):
+        dinov2.load_state_dict(hf)
 
 
 def test_delta_checkpoint_names_the_missing_base():

@@ -2,7 +2,7 @@
 
 Small random models are built in subprocesses (``.venv/reference-tf5`` for transformers 5.x,
 ``.venv/reference`` for timm 1.0.31), their state dicts converted by
-:mod:`mmeomt.models.backbones.dinov3_convert` and loaded strictly.  Compared, to 1e-4:
+:mod:`mmeomt.models.checkpoint.dinov3` and loaded strictly.  Compared, to 1e-4:
 
 * ``DINOv3ViTModel`` (MLP and SwiGLU) and timm's
   ``vit_*_patch16_dinov3[_qkvb]`` (with and without query/value biases; SwiGLU): final-normed
@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from mmeomt.models import DINOv3ViT, EoMT
-from mmeomt.models.backbones.dinov3_convert import (convert_dinov3,
-                                                    convert_eomt_dinov3_checkpoint,
-                                                    detect_dinov3_format,
-                                                    detect_eomt_dinov3_format)
+from mmeomt.models.checkpoint.dinov3 import (convert_dinov3,
+                                             convert_eomt_dinov3_checkpoint,
+                                             detect_dinov3_format,
+                                             detect_eomt_dinov3_format)
 from reference import run_reference
 
 DIMS, DEPTH, HEADS, FFN, IMG, NUM_BLOCKS, QUERIES, CLASSES = 64, 4, 2, 256, 64, 2, 10, 5
@@ -337,3 +337,40 @@ def test_delta_recipe_converter_then_load_from(hf_eomt, tmp_path):
     detector = REGISTRY.build(model_cfg)
     load_checkpoint(detector, str(out), map_location='cpu', strict=True)
     _compare(detector.eomt.eval(), hf_eomt[1][0], hf_eomt[0][('unmasked', IMG)], prob=0.)
+
+
+def _small_detector(base_checkpoint):
+    from mmengine.config import Config
+    from mmengine.registry import MODELS as REGISTRY
+    from mmengine.registry import init_default_scope
+    import os.path as osp
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(osp.join(root, 'configs', 'eomt',
+                                   'eomt_dinov3-vit-l_8xb2-12e_coco-panoptic-640.py'))
+    init_default_scope(cfg.default_scope)
+    model_cfg = cfg.model
+    model_cfg.eomt.backbone.arch = dict(embed_dims=DIMS, num_layers=DEPTH, num_heads=HEADS,
+                                        feedforward_channels=FFN)
+    model_cfg.eomt.backbone.init_cfg = (None if base_checkpoint is None else dict(
+        type='Pretrained', checkpoint=str(base_checkpoint)))
+    model_cfg.eomt.update(num_blocks=NUM_BLOCKS, num_queries=QUERIES, num_classes=CLASSES)
+    model_cfg.loss.num_classes = CLASSES
+    model_cfg.update(num_things_classes=3, num_stuff_classes=2)
+    return REGISTRY.build(model_cfg)
+
+
+def test_delta_loads_directly_with_the_base_of_the_config(hf_eomt, tmp_path):
+    """The authors' delta as ``load_from`` (any load): the DINOv3 weights that the backbone's
+    init_cfg names are read and added on load; without them the error names them."""
+    delta, base = split_delta(hf_to_authors(hf_eomt[0]['state_dict']))
+    torch.save(base, tmp_path / 'dinov3.pth')
+    detector = _small_detector(tmp_path / 'dinov3.pth')
+    detector.load_state_dict(delta)  # strict
+    _compare(detector.eomt.eval(), hf_eomt[1][0], hf_eomt[0][('unmasked', IMG)], prob=0.)
+
+    missing = _small_detector(tmp_path / 'no' / 'dinov3.pth')
+    with pytest.raises(ValueError, match=r'deltas to the DINOv3 weights .*missing.*names '
+                                         r'\S*no/dinov3\.pth: it could not be read'):
+        missing.load_state_dict(delta)
+    with pytest.raises(ValueError, match="backbone's init_cfg checkpoint \\(it has none\\)"):
+        _small_detector(None).load_state_dict(delta)

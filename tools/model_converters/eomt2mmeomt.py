@@ -21,8 +21,8 @@ import argparse
 import os
 import sys
 
-from mmeomt.models.backbones.dinov3_convert import (convert_eomt_dinov3_checkpoint,
-                                                    detect_eomt_dinov3_format)
+from mmeomt.models.checkpoint.dinov3 import (convert_eomt_dinov3_checkpoint,
+                                             detect_eomt_dinov3_format)
 from mmeomt.models.checkpoint import (convert_eomt_checkpoint, detect_eomt_checkpoint_format,
                                       load_checkpoint_file, state_dict_of)
 from mmeomt.utils import atomic_torch_save

@@ -26,7 +26,7 @@ Parameter names follow :class:`EoMTViT` where the pieces are the same (``patch_e
 ``cls_token``, ``register_tokens``, ``layers.N.ln1/ln2``, ``layers.N.attn.qkv/proj/gamma1``,
 ``layers.N.ffn``, final ``ln1``); the attention adds ``q_bias`` and ``v_bias``.  DINOv3 weights of
 transformers, timm and the original release are recognised and converted on load by
-:mod:`mmeomt.models.backbones.dinov3_convert`.
+:mod:`mmeomt.models.checkpoint.dinov3` (the package's one pre-hook).
 """
 import math
 from typing import Optional, Tuple, Union
@@ -40,7 +40,7 @@ from mmpretrain.models.utils import LayerScale, SwiGLUFFN, build_norm_layer
 from torch import Tensor, nn
 
 from mmeomt.registry import MODELS
-from .dinov3_convert import adapt_dinov3_state
+from ..checkpoint.hook import attach_checkpoint_hook, init_weights_then_load
 from .vit import vit_layer_depth
 
 #: ``(cos, sin)``, each ``(h * w, head_dims)``: the rotation of every patch token.
@@ -302,7 +302,7 @@ class DINOv3ViT(BaseModule):
                         drop_path_rate=dpr[i], norm_cfg=norm_cfg)
             for i in range(self.num_layers))
         self.ln1 = build_norm_layer(norm_cfg, self.embed_dims)
-        self._register_load_state_dict_pre_hook(self._convert_on_load)
+        attach_checkpoint_hook(self, 'backbone')
 
     @property
     def norm(self) -> nn.Module:
@@ -310,8 +310,13 @@ class DINOv3ViT(BaseModule):
         return self.ln1
 
     def init_weights(self):
+        """mmengine's initialisation; a ``Pretrained`` init_cfg loads any DINOv3 format with
+        :func:`mmeomt.models.checkpoint.load_pretrained` (strict unless it says otherwise)."""
+        init_weights_then_load(self, self._init_weights)
+
+    def _init_weights(self, pretrained: bool) -> None:
         super().init_weights()
-        if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
+        if not pretrained:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
             nn.init.normal_(self.register_tokens, std=1e-6)
 
@@ -361,7 +366,3 @@ class DINOv3ViT(BaseModule):
         """Layer-wise lr-decay depth, as :meth:`EoMTViT.get_layer_depth` (stem 1, block i
         ``i + 1``, final norm ``n`` of ``n + 1``)."""
         return vit_layer_depth(param_name, prefix, self.num_layers)
-
-    def _convert_on_load(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        """Convert DINOv3 weights of another layout in place before they load."""
-        adapt_dinov3_state(self, state_dict, prefix)

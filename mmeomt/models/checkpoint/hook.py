@@ -105,8 +105,9 @@ def fit_on_load(module: nn.Module, state_dict: dict, prefix: str, local_metadata
 
 def _fits(vit: nn.Module, sd: Dict[str, Tensor]) -> bool:
     """Whether our-format weights already have the model's kernel and position-grid shapes."""
-    wanted = {'patch_embed.projection.weight': vit.patch_embed.projection.weight,
-              'pos_embed': vit.pos_embed}
+    wanted = {'patch_embed.projection.weight': vit.patch_embed.projection.weight}
+    if getattr(vit, 'pos_embed', None) is not None:  # DINOv3ViT has none (RoPE)
+        wanted['pos_embed'] = vit.pos_embed
     return all(sd[k].shape == v.shape for k, v in wanted.items() if k in sd)
 
 
@@ -156,8 +157,9 @@ def fit_backbone_state(vit: nn.Module, state_dict: dict, prefix: str) -> FitRepo
         state_dict.update((prefix + k, v) for k, v in converted.items())
         state_dict.update((prefix + k, local[k]) for k in unknown)
         if unknown:
-            report.problem = (f'DINOv2 checkpoint in {fmt.name} format has keys that are not '
-                              f'part of a DINOv2 ViT: {sample_keys(unknown)}')
+            vit_kind = 'DINOv3' if fmt.name.startswith('dinov3') else 'DINOv2'
+            report.problem = (f'{vit_kind} checkpoint in {fmt.name} format has keys that are '
+                              f'not part of a {vit_kind} ViT: {sample_keys(unknown)}')
     report.mismatched = _mismatches(vit, state_dict, prefix)
     return report
 
@@ -234,8 +236,10 @@ def fit_model_state(model: nn.Module, state_dict: Dict[str, Tensor], prefix: str
         report.format = fmt.name
         if not (fmt.name == 'mmeomt' and src == core):
             try:
-                converted, _, unknown = convert(local, 'eomt', strict=False, fmt=fmt,
-                                                prefix=src)
+                # target: the model, for formats whose fit needs it (the authors' DINOv3
+                # deltas read the DINOv3 weights its backbone's init_cfg names).
+                converted, _, unknown = convert(local, 'eomt', target=model, strict=False,
+                                                fmt=fmt, prefix=src)
             except ValueError as error:
                 raise ValueError(f'{name}: cannot load this checkpoint: {error}') from None
             for key in keys:

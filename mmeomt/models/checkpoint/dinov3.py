@@ -1,5 +1,10 @@
 """DINOv3 weights for :class:`~mmeomt.models.backbones.dinov3.DINOv3ViT`, and whole EoMT-DINOv3
-checkpoints, from the published layouts.  Pure functions: state dict in, state dict out.
+checkpoints, from the published layouts: the DINOv3 entries of the format table.
+
+The key maps are pure functions (state dict in, state dict out: :func:`convert_dinov3`,
+:func:`convert_eomt_dinov3_checkpoint`); the entries registered at the end of this module
+(``'dinov3-*'`` of kind ``'backbone'``, before the DINOv2 ones that share anchors with them,
+and ``'authors-dinov3'`` / ``'transformers-dinov3'`` of kind ``'eomt'``) run them on load.
 
 * **backbone formats**, recognised by the name of the patch-embedding kernel (under any common
   prefix):
@@ -36,7 +41,8 @@ checkpoints, from the published layouts.  Pure functions: state dict in, state d
     the checkpoint to the model as built, whose encoder holds the (gated) DINOv3 weights and whose
     other parameters it zeroes first.  So backbone = DINOv3 + delta, everything else = the stored
     value.  The DINOv3 weights must be given (``base``); without them the error names the
-    DINOv3 model that the delta belongs to.
+    DINOv3 model that the delta belongs to.  On load (``load_from``, the inferencers) they are
+    the ones the model's ``DINOv3ViT`` names in its ``Pretrained`` init_cfg, read then.
   * ``'transformers'``: ``EomtDinov3ForUniversalSegmentation`` (``query``,
     ``class_predictor``, ``mask_head.fc{1,2,3}``, ``upscale_block.block.{i}``), absolute.
 """
@@ -45,6 +51,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+
+from .formats import FORMATS, CheckpointFormat, Target, register_format
 
 StateDict = Dict[str, Tensor]
 
@@ -245,46 +253,6 @@ def convert_dinov3(state_dict: Mapping[str, Tensor]) -> StateDict:
     return _rename(local, fmt)
 
 
-def adapt_dinov3_state(model: nn.Module, state_dict: dict, prefix: str) -> None:
-    """Make the keys under ``prefix`` fit ``model`` (a ``DINOv3ViT``), in place.
-
-    Runs as the model's ``load_state_dict`` pre-hook.  Our own keys are left alone; other
-    layouts are converted.  timm's ``vit_*_dinov3`` without ``_qkvb`` have no query/value
-    biases (the distilled S/B/L ended up with all-zero ones, which timm leaves out), so a model
-    with biases gets zeros for them: the same function.
-    """
-    keys = [k for k in state_dict if k.startswith(prefix)]
-    if not keys:
-        return
-    local = {k[len(prefix):]: state_dict[k] for k in keys}
-    try:
-        fmt, inner = detect_dinov3_format(local)
-    except ValueError as error:
-        ours = set(model.state_dict(keep_vars=True))
-        unknown = [k for k in local if k not in ours]
-        if unknown:
-            raise ValueError(f'{type(model).__name__}: cannot load keys {_sample(unknown)} '
-                             f'(under prefix {prefix!r}): {error}') from None
-        return  # a partial state dict in our names
-    if fmt == 'mmeomt' and inner + 'pos_embed' in local:
-        raise ValueError(f'{type(model).__name__} (prefix {prefix!r}): these are EoMTViT '
-                         '(DINOv2) weights, with a learned pos_embed; a DINOv3ViT takes DINOv3 '
-                         'weights, whose positions are rotary')
-    if fmt == 'mmeomt' and not inner:
-        return
-    try:
-        converted = convert_dinov3(local)
-    except ValueError as error:
-        raise ValueError(f'{type(model).__name__} (prefix {prefix!r}): {error}') from None
-    if fmt == 'timm':
-        for name, param in model.named_parameters():
-            if name.endswith(('.q_bias', '.v_bias')) and name not in converted:
-                converted[name] = torch.zeros_like(param, device='cpu')
-    for key in keys:
-        del state_dict[key]
-    state_dict.update((prefix + k, v) for k, v in converted.items())
-
-
 # ------------------------------------------------------------------------------------------
 # Whole EoMT-DINOv3 checkpoints
 # ------------------------------------------------------------------------------------------
@@ -431,6 +399,112 @@ def _add_delta(delta: StateDict, base: Optional[Mapping[str, Tensor]],
     return out
 
 
-__all__ = ['DINOV3_BASES', 'DINOV3_FORMATS', 'EOMT_DINOV3_FORMATS', 'adapt_dinov3_state',
-           'convert_dinov3', 'convert_eomt_dinov3_checkpoint', 'detect_dinov3_format',
+# ------------------------------------------------------------------------------------------
+# The entries of the format table
+# ------------------------------------------------------------------------------------------
+def _recognise(fmt: str) -> Callable[[Mapping[str, Tensor]], Optional[str]]:
+    """``recognise`` of the table entry of our format ``fmt``: its prefix, or None.
+
+    Ours and timm's share their anchors with the DINOv2 layouts; a DINOv2 ViT always has a
+    learned ``pos_embed``, a DINOv3 one never.
+    """
+    def recognise(state_dict: Mapping[str, Tensor]) -> Optional[str]:
+        try:
+            found, prefix = detect_dinov3_format(state_dict)
+        except ValueError as error:
+            if 'Ambiguous' in str(error):
+                raise
+            return None
+        if found != fmt or prefix + 'pos_embed' in state_dict:
+            return None
+        return prefix
+
+    return recognise
+
+
+def _fit_dinov3(sd: StateDict, target: Target) -> StateDict:
+    """Fit renamed DINOv3 weights to the model being loaded.
+
+    timm's ``vit_*_dinov3`` without ``_qkvb`` have no query/value biases (the distilled S/B/L
+    ended up with all-zero ones, which timm leaves out), so a model with biases gets zeros:
+    the same function.  DINOv3 weights into a DINOv2 ``EoMTViT`` are refused.
+    """
+    if not isinstance(target, nn.Module):
+        return sd
+    from mmeomt.models.backbones import DINOv3ViT
+    if not isinstance(target, DINOv3ViT):
+        raise ValueError(f'these are DINOv3 weights (rotary positions, no pos_embed); a '
+                         f'{type(target).__name__} takes DINOv2 weights, a DINOv3ViT these')
+    for name, param in target.named_parameters():
+        if name.endswith(('.q_bias', '.v_bias')) and name not in sd:
+            sd[name] = torch.zeros_like(param, device='cpu')
+    return sd
+
+
+_DESCRIPTIONS = {
+    'mmeomt': 'ours, DINOv3ViT: patch_embed.projection, layers.N.attn.q_bias, no pos_embed',
+    'transformers': 'DINOv3ViTModel: embeddings.patch_embeddings, (model.)layer.N.attention',
+    'authors': "the authors' DINOv3 encoder: patch_embed.patch_embeddings, blocks.N.attention",
+    'timm': 'timm vit_*_patch16_dinov3: patch_embed.proj, reg_token, blocks.N.gamma_1',
+    'dinov3': 'the original DINOv3 release: patch_embed.proj, storage_tokens, ls1.gamma',
+}
+for _fmt in DINOV3_FORMATS:
+    register_format(CheckpointFormat(
+        name='dinov3' if _fmt == 'dinov3' else f'dinov3-{_fmt}', kind='backbone',
+        recognise=_recognise(_fmt), rules=_RULES[_fmt], finish=(_fuse, ), fit=_fit_dinov3,
+        description=_DESCRIPTIONS[_fmt]), before=FORMATS['backbone'][0].name)
+
+
+def _base_of(model: nn.Module) -> Tuple[Optional[StateDict], str]:
+    """The DINOv3 weights of the ``Pretrained`` init_cfg of ``model``'s ``DINOv3ViT``, read now,
+    and a hint for the error message when there are none."""
+    from mmeomt.models.backbones import DINOv3ViT
+    from .loading import load_checkpoint_file, state_dict_of
+    vits = [m for m in model.modules() if isinstance(m, DINOv3ViT)]
+    if len(vits) != 1:
+        return None, ''
+    init_cfgs = vits[0].init_cfg if isinstance(vits[0].init_cfg, list) else [vits[0].init_cfg]
+    pretrained = [c for c in init_cfgs if isinstance(c, Mapping) and c.get('type') == 'Pretrained']
+    if not pretrained or not pretrained[0].get('checkpoint'):
+        return None, ("give their path as the backbone's init_cfg checkpoint (it has none), or "
+                      'add them to the delta with tools/model_converters/eomt2mmeomt.py --base')
+    path, prefix = str(pretrained[0]['checkpoint']), pretrained[0].get('prefix')
+    try:
+        base = state_dict_of(load_checkpoint_file(path, 'cpu'), path)
+    except Exception as error:  # a missing file, a refused or failed download, a bad file
+        return None, (f"give their path as the backbone's init_cfg checkpoint, which names "
+                      f'{path}: it could not be read ({type(error).__name__}: {error})')
+    if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        base = {k[len(prefix):]: v for k, v in base.items() if k.startswith(prefix)}
+    return base, ''
+
+
+def _fit_authors_delta(sd: StateDict, target: Target) -> StateDict:
+    """The authors' delta + the DINOv3 weights of the model's backbone init_cfg."""
+    delta = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
+    base, hint = _base_of(target) if isinstance(target, nn.Module) else (None, '')
+    summed = _add_delta(delta, base, hint)
+    out = {k: v for k, v in sd.items() if not k.startswith('backbone.')}
+    out.update(('backbone.' + k, v) for k, v in summed.items())
+    return out
+
+
+def _recognise_eomt(fmt: str) -> Callable[[Mapping[str, Tensor]], Optional[str]]:
+    return lambda state_dict: '' if detect_eomt_dinov3_format(state_dict) == fmt else None
+
+
+register_format(CheckpointFormat(
+    name='authors-dinov3', kind='eomt', recognise=_recognise_eomt('authors'),
+    backbone=r'^network\.encoder\.backbone\.', rules=_HEAD_RULES['authors'],
+    fit=_fit_authors_delta,
+    description="the authors' EoMT-DINOv3 deltas: network.q.weight, "
+    'network.encoder.backbone.patch_embed.patch_embeddings'), before='authors')
+register_format(CheckpointFormat(
+    name='transformers-dinov3', kind='eomt', recognise=_recognise_eomt('transformers'),
+    backbone=_HF_BACKBONE.pattern, rules=_HEAD_RULES['transformers'],
+    description='transformers EomtDinov3ForUniversalSegmentation: query.weight, '
+    'embeddings.patch_embeddings, layers.N.attention'), before='transformers')
+
+__all__ = ['DINOV3_BASES', 'DINOV3_FORMATS', 'EOMT_DINOV3_FORMATS', 'convert_dinov3', 'convert_eomt_dinov3_checkpoint', 'detect_dinov3_format',
            'detect_eomt_dinov3_format', 'dinov3_base_name']
