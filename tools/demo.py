@@ -8,7 +8,8 @@
    it is already there (the generator is idempotent).
 2. Trains ``configs/eomt/synthetic/eomt_vit-t_synthetic-<task>.py`` (``--backbone dinov3``:
    ``eomt_dinov3-vit-t_synthetic-<task>.py``, the same on a DINOv3-style ViT with RoPE) from
-   scratch with mmengine's Runner (log lines with the ETA, masked-attention probabilities and losses).
+   scratch with mmengine's Runner (log lines with the ETA, masked-attention probabilities and
+   losses).
 3. Evaluates on the validation split with the task's real metric (PQ, COCO mask AP, mIoU),
    prints a summary and writes it to ``<work_dir>/metrics.json``.
 4. Draws ``--num-vis`` validation images as ``image | ground truth | prediction`` with mmdet's
