@@ -1,7 +1,10 @@
-"""Run reference implementations (timm 1.0.31, transformers 4.57.6) in a subprocess.
+"""Run reference implementations (timm 1.0.31, transformers 4.57.6 or 5.x) in a subprocess.
 
-They live in ``<repo>/.venv/reference`` rather than in the environment because transformers
-breaks ``import mmpretrain`` in the same process.  A snippet runs with that folder first on
+They live in folders of their own rather than in the environment because transformers breaks
+``import mmpretrain`` in the same process: ``<repo>/.venv/reference`` holds timm and
+transformers 4.57.6 (``requirements/reference.txt``), ``<repo>/.venv/reference-tf5``
+transformers 5.x with the DINOv3 models (``requirements/reference-tf5.txt``); ``folder`` picks
+one.  A snippet runs with that folder first on
 ``PYTHONPATH`` and the test's own interpreter; tensors go both ways through ``torch.save`` files
 in the test's ``tmp_path``::
 
@@ -27,6 +30,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO / '.venv' / 'reference'
+#: the reference folders by name (``run_reference(..., folder=...)``)
+REFERENCE_DIRS = {
+    'reference': REFERENCE_DIR,
+    'reference-tf5': REPO / '.venv' / 'reference-tf5',
+}
 
 _PRELUDE = '''\
 import sys
@@ -42,16 +50,18 @@ torch.save(outputs, work_dir / 'reference_outputs.pt')
 '''
 
 
-def require_reference() -> Path:
+def require_reference(folder: str = 'reference') -> Path:
     """The reference folder, or skip the calling test when it is missing (set-up not run)."""
-    if not REFERENCE_DIR.is_dir():
-        pytest.skip(f'reference implementations not installed at {REFERENCE_DIR} '
-                    '(run `make setup`)')
-    return REFERENCE_DIR
+    if folder not in REFERENCE_DIRS:
+        raise KeyError(f'unknown reference folder {folder!r}; known: {sorted(REFERENCE_DIRS)}')
+    path = REFERENCE_DIRS[folder]
+    if not path.is_dir():
+        pytest.skip(f'reference implementations not installed at {path} (run `make setup`)')
+    return path
 
 
 def run_reference(snippet: str, tmp_path: Path, inputs: Optional[Dict[str, Any]] = None,
-                  timeout: float = 300) -> Dict[str, Any]:
+                  timeout: float = 300, folder: str = 'reference') -> Dict[str, Any]:
     """Run ``snippet`` against the reference packages and return its ``outputs`` dict.
 
     Args:
@@ -59,16 +69,18 @@ def run_reference(snippet: str, tmp_path: Path, inputs: Optional[Dict[str, Any]]
         tmp_path: a directory private to the test (files are written there).
         inputs: objects ``torch.save`` can write (tensors, state dicts, numbers...).
         timeout: seconds before the subprocess is killed.
+        folder: a name of :data:`REFERENCE_DIRS`: ``'reference'`` (timm, transformers 4.57.6)
+            or ``'reference-tf5'`` (transformers 5.x).
 
     Raises:
         AssertionError: the snippet failed; the message holds its output.
     """
-    require_reference()
+    path = require_reference(folder)
     tmp_path = Path(tmp_path)
     torch.save(dict(inputs or {}), tmp_path / 'reference_inputs.pt')
     script = tmp_path / 'reference_script.py'
     script.write_text(_PRELUDE + textwrap.dedent(snippet) + _EPILOGUE)
-    env = dict(os.environ, PYTHONPATH=str(REFERENCE_DIR), HF_HUB_OFFLINE='1',
+    env = dict(os.environ, PYTHONPATH=str(path), HF_HUB_OFFLINE='1',
                TRANSFORMERS_OFFLINE='1', TRANSFORMERS_VERBOSITY='error',
                TOKENIZERS_PARALLELISM='false')
     result = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env,

@@ -1,13 +1,15 @@
 """EoMT end to end on the synthetic shapes: data -> training -> evaluation -> prediction PNGs.
 
-    python tools/demo.py [--task panoptic|instance|semantic] [--work-dir DIR]
-                         [--data-root data/synthetic] [--max-iters N] [--num-vis N]
-                         [--cfg-options KEY=VALUE ...]
+    python tools/demo.py [--task panoptic|instance|semantic] [--backbone dinov2|dinov3]
+                         [--work-dir DIR] [--data-root data/synthetic] [--max-iters N]
+                         [--num-vis N] [--cfg-options KEY=VALUE ...]
 
 1. Writes the synthetic dataset (``mmeomt/datasets/synthetic/``) under ``--data-root`` unless
    it is already there (the generator is idempotent).
-2. Trains ``configs/eomt/synthetic/eomt_vit-t_synthetic-<task>.py`` from scratch with
-   mmengine's Runner (log lines with the ETA, masked-attention probabilities and losses).
+2. Trains ``configs/eomt/synthetic/eomt_vit-t_synthetic-<task>.py`` (``--backbone dinov3``:
+   ``eomt_dinov3-vit-t_synthetic-<task>.py``, the same on a DINOv3-style ViT with RoPE) from
+   scratch with mmengine's Runner (log lines with the ETA, masked-attention probabilities and
+   losses).
 3. Evaluates on the validation split with the task's real metric (PQ, COCO mask AP, mIoU),
    prints a summary and writes it to ``<work_dir>/metrics.json``.
 4. Draws ``--num-vis`` validation images as ``image | ground truth | prediction`` with mmdet's
@@ -34,6 +36,11 @@ CONFIGS = {
     task: osp.join(ROOT, 'configs', 'eomt', 'synthetic', f'eomt_vit-t_synthetic-{task}.py')
     for task in ('panoptic', 'instance', 'semantic')
 }
+# The same tasks on the DINOv3-style encoder (RoPE instead of a position embedding).
+DINOV3_CONFIGS = {
+    task: osp.join(ROOT, 'configs', 'eomt', 'synthetic', f'eomt_dinov3-vit-t_synthetic-{task}.py')
+    for task in CONFIGS
+}
 # The headline metric of each task as the evaluators name it, and its scale to percent.
 HEADLINE = {
     'panoptic': ('coco_panoptic/PQ', 1.0, 'PQ'),
@@ -46,8 +53,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Train and evaluate EoMT on the synthetic shapes, then draw predictions')
     parser.add_argument('--task', choices=sorted(CONFIGS), default='panoptic')
+    parser.add_argument('--backbone', choices=('dinov2', 'dinov3'), default='dinov2',
+                        help='the encoder: a DINOv2-style ViT (learned position embedding) or '
+                        'a DINOv3-style one (RoPE); both trained from scratch')
     parser.add_argument('--work-dir', help='logs, checkpoint, metrics.json and vis/ '
-                        '(default: work_dirs/demo_<task>)')
+                        '(default: work_dirs/demo_<task>, demo_dinov3_<task>)')
     parser.add_argument('--data-root', default='data/synthetic',
                         help='synthetic dataset root, written there if absent')
     parser.add_argument('--num-train', type=int, default=None,
@@ -92,7 +102,8 @@ def set_data_root(cfg, task: str, data_root: str) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    cfg = Config.fromfile(CONFIGS[args.task])
+    configs = DINOV3_CONFIGS if args.backbone == 'dinov3' else CONFIGS
+    cfg = Config.fromfile(configs[args.task])
     set_data_root(cfg, args.task, args.data_root)
     if args.max_iters is not None:
         # Only the run length: the scheduler and the annealing hook resolve the config's
@@ -100,7 +111,8 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.train_cfg.max_iters = args.max_iters
         cfg.train_cfg.val_interval = args.max_iters
         cfg.default_hooks.checkpoint.interval = args.max_iters
-    cfg.work_dir = args.work_dir or osp.join('work_dirs', f'demo_{args.task}')
+    name = f'demo_dinov3_{args.task}' if args.backbone == 'dinov3' else f'demo_{args.task}'
+    cfg.work_dir = args.work_dir or osp.join('work_dirs', name)
     cfg.launcher = 'none'
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -87,6 +87,11 @@ say "installing cached mmcv from $wheel_dir"
 say "reference implementations for the parity tests -> $VENV/reference"
 rm -rf "$VENV/reference"
 "${PIP[@]}" install -q --no-deps --target "$VENV/reference" -r "$ROOT/requirements/reference.txt"
+# transformers 5.x (DINOv3, EoMT-DINOv3) in a folder of its own: neither mmpretrain nor 4.57.
+say "transformers 5 for the DINOv3 parity tests -> $VENV/reference-tf5"
+rm -rf "$VENV/reference-tf5"
+"${PIP[@]}" install -q --no-deps --target "$VENV/reference-tf5" \
+  -r "$ROOT/requirements/reference-tf5.txt"
 
 say "checking imports"
 "$PY" - <<'PY' || die "the environment does not import cleanly (see the traceback above)"

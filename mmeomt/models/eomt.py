@@ -26,7 +26,6 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmeomt.registry import MODELS
-from .backbones.vit import block_forward
 from .checkpoint.hook import attach_checkpoint_hook
 
 
@@ -76,7 +75,9 @@ class EoMT(BaseModule):
     """The EoMT core: ViT + queries + mask module + masked attention.
 
     Args:
-        backbone: config of the ViT (``mmeomt.EoMTViT``).
+        backbone: config of the ViT: ``mmeomt.EoMTViT`` (DINOv2) or ``mmeomt.DINOv3ViT``.
+            The core uses its ``embed``, ``block_positions``, ``forward_block``, ``layers``,
+            ``norm``, ``embed_dims``, ``num_prefix_tokens`` and ``patch_size``.
         num_classes: ``C``; the class head predicts ``C + 1`` logits, the last is "no object".
         num_queries: ``Q``, 200 for panoptic/instance, 100 for semantic.
         num_blocks: ``L2``, the last blocks that see the queries (S/B 3, L 4, g 5).
@@ -171,10 +172,13 @@ class EoMT(BaseModule):
             in training; in inference only those of blocks whose probability is above 0).
         """
         x, grid = self.backbone.embed(inputs)
-        layers = self.backbone.layers
-        first = len(layers) - self.num_blocks
+        # None for DINOv2 (absolute embeddings, added in embed); DINOv3's RoPE, drawn once per
+        # forward (its coordinates are augmented in training) and shared by every block.
+        positions = self.backbone.block_positions(grid, x.dtype)
+        depth = len(self.backbone.layers)
+        first = depth - self.num_blocks
         mask_logits_per_set, class_logits_per_set = [], []
-        for i, layer in enumerate(layers):
+        for i in range(depth):
             if i == first:
                 queries = self.queries.weight[None].expand(x.shape[0], -1, -1)
                 x = torch.cat([queries.to(x.dtype), x], dim=1)
@@ -186,7 +190,7 @@ class EoMT(BaseModule):
                 class_logits_per_set.append(class_logits)
                 attn_mask = self.attn_mask(mask_logits, grid, x.shape[1],
                                            self.attn_mask_probs[i - first])
-            x = block_forward(layer, x, attn_mask)
+            x = self.backbone.forward_block(i, x, attn_mask, positions)
         mask_logits, class_logits = self.predict(self.backbone.norm(x), grid)
         mask_logits_per_set.append(mask_logits)
         class_logits_per_set.append(class_logits)

@@ -1,9 +1,10 @@
 """The model zoo: metafile, mim's reading of it, and tools/download.py.
 
 What it promises:
-* ``configs/eomt/metafile.yml`` (imported by ``model-index.yml``) lists every published model
-  (EOMT.md §6 and the authors' model zoo) with an existing config, task, dataset, score and
-  the authors' weights URL; names are the config names, aliases the authors' names;
+* ``configs/eomt/metafile.yml`` and ``metafile_dinov3.yml`` (imported by ``model-index.yml``)
+  list every published model (docs/method.md §8 and the authors' DINOv2 and DINOv3 model zoos) with
+  an existing config, task, dataset, score and the authors' weights URL; names are the config
+  names, aliases the authors' names; the DINOv3 entries name their DINOv3 base weights;
 * mim reads our index (``mim download`` finds config and weights URL);
 * ``tools/download.py NAME`` puts the weights exactly where ``load_from=URL`` looks, so the URL
   then loads without the network; ``--dest`` names files per model.
@@ -43,6 +44,16 @@ PUBLISHED = {  # EOMT.md §6 and the authors' DINOv2 model zoo
     'coco_instance_eomt_large_640': ('mask AP', 45.2),
     'coco_instance_eomt_large_1280': ('mask AP', 48.8),
 }
+# The authors' DINOv3 model zoo (model_zoo/dinov3.md): alias -> (metric, score, DINOv3 base).
+PUBLISHED_DINOV3 = {
+    'coco_panoptic_eomt_small_640_dinov3': ('PQ', 47.2, 'vits16'),
+    'coco_panoptic_eomt_base_640_dinov3': ('PQ', 53.1, 'vitb16'),
+    'coco_panoptic_eomt_large_640_dinov3': ('PQ', 56.8, 'vitl16'),
+    'coco_panoptic_eomt_large_1280_dinov3': ('PQ', 58.9, 'vitl16'),
+    'ade_semantic_eomt_large_512_dinov3': ('mIoU', 59.5, 'vitl16'),
+    'coco_instance_eomt_large_640_dinov3': ('mask AP', 45.9, 'vitl16'),
+    'coco_instance_eomt_large_1280_dinov3': ('mask AP', 49.9, 'vitl16'),
+}
 
 
 def tool():
@@ -66,7 +77,7 @@ def test_metafile_lists_every_published_model():
     assert Path(default_model_index()).name == 'model-index.yml'  # .mim's or the repository's
     zoo = load_model_zoo(str(ROOT / 'model-index.yml'))
     by_alias = {info['aliases'][0]: info for info in zoo.values()}
-    assert set(by_alias) == set(PUBLISHED)
+    assert set(by_alias) == set(PUBLISHED) | set(PUBLISHED_DINOV3)
     for alias, (metric, score) in PUBLISHED.items():
         info = by_alias[alias]
         assert Path(info['config']).is_file(), info['config']
@@ -83,6 +94,28 @@ def test_metafile_lists_every_published_model():
         'eomt_vit-l_8xb2-12e_coco-panoptic-640'
     with pytest.raises(KeyError, match='unknown model'):
         get_model_info('no_such_model')
+
+
+def test_metafile_lists_the_dinov3_models():
+    zoo = load_model_zoo(str(ROOT / 'model-index.yml'))
+    by_alias = {info['aliases'][0]: info for info in zoo.values()}
+    for alias, (metric, score, base) in PUBLISHED_DINOV3.items():
+        info = by_alias[alias]
+        assert Path(info['config']).stem == info['name']
+        assert info['name'].startswith('eomt_dinov3-vit-')
+        assert info['weights'] == \
+            f'https://huggingface.co/tue-mps/{alias}/resolve/main/pytorch_model.bin'
+        assert info['metrics'] == {metric: score}
+        assert info['dataset'].lower().startswith(alias.split('_')[0])  # ade -> ADE20K
+        # The delta weights name their base, which is the config's backbone init_cfg.
+        base_url = f'https://huggingface.co/facebook/dinov3-{base}-pretrain-lvd1689m'
+        assert info['metadata']['Base Weights'] == base_url
+        cfg = Config.fromfile(info['config'])
+        assert cfg.default_scope == TASK_SCOPE[info['task']], info['name']
+        assert cfg.model.eomt.backbone.init_cfg.checkpoint.startswith(base_url + '/resolve/')
+        assert info['task'].split()[0].lower() in info['name']
+    assert get_model_info('coco_panoptic_eomt_large_640_dinov3')['name'] == \
+        'eomt_dinov3-vit-l_8xb2-12e_coco-panoptic-640'
 
 
 @pytest.mark.filterwarnings('ignore:pkg_resources is deprecated')

@@ -4,7 +4,7 @@ Why subclass mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` rather th
 ``DefaultOptimWrapperConstructor``: mmpretrain's already walks the model, asks a
 ``get_layer_depth(param_name)`` for each parameter, sets ``lr = base_lr * decay ** (num_layers -
 depth - 1)`` and records ``lr_scale``, and it handles ``custom_keys`` / ``*_decay_mult`` the
-mmengine way; :meth:`EoMTViT.get_layer_depth` is written for exactly that protocol.  What EoMT
+mmengine way; the ViTs' ``get_layer_depth`` is written for exactly that protocol.  What EoMT
 adds is (1) finding the ViT inside a detector/segmentor and giving every other parameter
 (queries, heads, upscale) the base lr, (2) the ``'vit'`` tag the two-stage warm-up reads, and
 (3) merging the per-parameter groups into one group per (lr, weight decay) class.  mmengine's
@@ -49,11 +49,14 @@ class EoMTOptimWrapperConstructor(LearningRateDecayOptimWrapperConstructor):
 
     * block ``i``: ``lr * decay ** (n - 1 - i)``;
     * stem (patch embedding, position embedding, [CLS], registers): ``lr * decay ** (n - 1)``;
-    * the ViT's final norm and every non-ViT parameter: ``lr``.
+    * the ViT's final norm and every non-ViT parameter: ``lr``;
+    * with ``paramwise_cfg['decay_query_blocks'] = False`` (the authors' DINOv3 recipes,
+      their ``llrd_l2_enabled: False``), the last ``num_blocks`` blocks of each EoMT core, those
+      that see the queries, get ``lr`` too.
 
-    Each param group carries ``'vit'`` (True for the parameters of an ``EoMTViT``, final norm
-    included, as the authors' scheduler treats the whole backbone: it stays at lr 0 during the
-    first warm-up stage), ``'lr_scale'`` and a readable ``'name'`` such as
+    Each param group carries ``'vit'`` (True for the parameters of the ViT, ``EoMTViT`` or
+    ``DINOv3ViT``, final norm included, as the authors' scheduler treats the whole backbone: it
+    stays at lr 0 during the first warm-up stage), ``'lr_scale'`` and a readable ``'name'`` such as
     ``'eomt.backbone[stem+layers.0]'``.  Parameters with equal (vit, lr, weight decay) share a
     group: the optimizer update is the same as with the authors' one group per parameter, with
     far fewer groups (``n + 1`` ViT groups + 1 instead of one per tensor).
@@ -79,6 +82,11 @@ class EoMTOptimWrapperConstructor(LearningRateDecayOptimWrapperConstructor):
         # one would hand model.parameters() to the optimizer: no decay, no 'vit' tags).
         paramwise_cfg = dict(paramwise_cfg or {})
         paramwise_cfg.setdefault('layer_decay_rate', 0.8)
+        # Ours, not mmpretrain's: taken out before its constructor sees the dict.
+        self.decay_query_blocks = paramwise_cfg.pop('decay_query_blocks', True)
+        if not isinstance(self.decay_query_blocks, bool):
+            raise ValueError('EoMTOptimWrapperConstructor: paramwise_cfg.decay_query_blocks '
+                             f'must be True or False, got {self.decay_query_blocks!r}')
         rate = paramwise_cfg['layer_decay_rate']
         if not isinstance(rate, (int, float)) or not 0 < rate <= 1:
             raise ValueError('EoMTOptimWrapperConstructor: paramwise_cfg.layer_decay_rate must '
@@ -120,17 +128,31 @@ class EoMTOptimWrapperConstructor(LearningRateDecayOptimWrapperConstructor):
             # mmpretrain's recursion over sub-modules: plain per-parameter groups.
             return super().add_params(params, module, prefix, get_layer_depth, **kwargs)
 
-        from mmeomt.models.backbones import EoMTViT
+        from mmeomt.models import EoMT
+        from mmeomt.models.backbones import VIT_BACKBONES
         vits = OrderedDict((f'{name}.' if name else '', m) for name, m in module.named_modules()
-                           if isinstance(m, EoMTViT))
+                           if isinstance(m, VIT_BACKBONES))
         if not vits:
             raise RuntimeError(f'EoMTOptimWrapperConstructor: {type(module).__name__} contains '
-                               'no mmeomt EoMTViT, so there is nothing to apply layer decay to')
+                               'no mmeomt ViT (EoMTViT, DINOv3ViT), so there is nothing to '
+                               'apply layer decay to')
+        # The first block that sees the queries, per ViT (for decay_query_blocks=False).
+        query_start = {}
+        for name, core in module.named_modules():
+            if isinstance(core, EoMT):
+                vit_prefix = f'{name}.backbone.' if name else 'backbone.'
+                query_start[vit_prefix] = len(core.backbone.layers) - core.num_blocks
 
         def layer_depth(param_name: str) -> Tuple[int, int]:
             for vit_prefix, vit in vits.items():
                 if param_name.startswith(vit_prefix):
-                    return vit.get_layer_depth(param_name, prefix=vit_prefix)
+                    depth, num_layers = vit.get_layer_depth(param_name, prefix=vit_prefix)
+                    start = query_start.get(vit_prefix)
+                    in_block = param_name[len(vit_prefix):].startswith('layers.')
+                    if (not self.decay_query_blocks and start is not None and in_block
+                            and depth - 1 >= start):  # block depth - 1 sees the queries
+                        return num_layers - 1, num_layers  # the base lr
+                    return depth, num_layers
             return 0, 1  # decay ** (1 - 0 - 1) = 1: the base lr
 
         per_param: List[dict] = []

@@ -58,6 +58,34 @@ def block_forward(layer: TransformerEncoderLayer, x: Tensor,
     return layer.ffn(layer.ln2(x), identity=x)
 
 
+def vit_layer_depth(param_name: str, prefix: str, num_blocks: int) -> Tuple[int, int]:
+    """Layer-wise lr-decay depth of a ViT parameter, as mmpretrain's layer-decay constructor asks.
+
+    EoMT (docs/method.md §4) gives block ``i`` of ``n`` the factor ``decay ** (n - 1 - i)`` and
+    the stem (patch/position embeddings, CLS, registers) the deepest block's factor
+    ``decay ** (n - 1)``; the final norm is not decayed.  With ``num_layers = n + 1`` and factor
+    ``decay ** (num_layers - 1 - depth)`` that is depth ``i + 1`` for block ``i``, 1 for the stem
+    and ``n`` for the final norm.
+
+    Args:
+        param_name: a parameter name of the whole model.
+        prefix: where the ViT sits in it (``''`` or ending with ``'.'``).
+        num_blocks: ``n``.
+
+    Returns:
+        ``(depth, num_layers)``.
+    """
+    num_layers = num_blocks + 1
+    if not param_name.startswith(prefix):
+        return num_layers - 1, num_layers
+    name = param_name[len(prefix):]
+    if name.startswith(('cls_token', 'register_tokens', 'pos_embed', 'patch_embed')):
+        return 1, num_layers
+    if name.startswith('layers.'):
+        return int(name.split('.')[1]) + 1, num_layers
+    return num_layers - 1, num_layers
+
+
 @MODELS.register_module()
 class EoMTViT(BaseModule):
     """DINOv2-style ViT with register tokens, LayerScale and (giant) SwiGLU MLP.
@@ -188,31 +216,32 @@ class EoMTViT(BaseModule):
         prefix = torch.cat([self.cls_token, self.register_tokens], dim=1).expand(B, -1, -1)
         return torch.cat([prefix, x], dim=1), tuple(grid)
 
+    def block_positions(self, grid: Tuple[int, int], dtype: torch.dtype) -> None:
+        """What the blocks need to know of token positions: nothing here, since the absolute
+        position embeddings were added once in :meth:`embed` (DINOv3's RoPE is per block)."""
+        return None
+
+    def forward_block(self, index: int, x: Tensor, attn_mask: Optional[Tensor] = None,
+                      positions: None = None) -> Tensor:
+        """Block ``index`` on tokens ``(B, N, D)``, with an optional boolean ``(B, N, N)``
+        attention mask (True where attention is allowed)."""
+        if positions is not None:
+            raise ValueError('EoMTViT.forward_block: positions must be None (the position '
+                             'embeddings are added in embed)')
+        return block_forward(self.layers[index], x, attn_mask)
+
     def forward(self, x: Tensor) -> Tuple[Tensor]:
         """Plain ViT features: the final-normed tokens ``(B, 1 + R + HW/p^2, D)``."""
         x, _ = self.embed(x)
-        for layer in self.layers:
-            x = block_forward(layer, x)
+        for i in range(self.num_layers):
+            x = self.forward_block(i, x)
         return (self.ln1(x), )
 
     def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
-        """Layer-wise lr-decay depth of a parameter, as mmpretrain's layer-decay constructor asks.
-
-        EoMT (docs/method.md §4) gives block ``i`` of ``n`` the factor
-        ``decay ** (n - 1 - i)`` and the stem (patch/position embeddings, CLS, registers) the
-        deepest block's factor ``decay ** (n - 1)``; the final norm is not decayed.  With
-        ``num_layers = n + 1`` and factor ``decay ** (num_layers - 1 - depth)`` that is depth
-        ``i + 1`` for block ``i``, 1 for the stem and ``n`` for the final norm.
+        """Layer-wise lr-decay depth of a parameter, as mmpretrain's layer-decay constructor asks
+        (see :func:`vit_layer_depth`).
 
         Returns:
             ``(depth, num_layers)``.
         """
-        num_layers = self.num_layers + 1
-        if not param_name.startswith(prefix):
-            return num_layers - 1, num_layers
-        name = param_name[len(prefix):]
-        if name.startswith(('cls_token', 'register_tokens', 'pos_embed', 'patch_embed')):
-            return 1, num_layers
-        if name.startswith('layers.'):
-            return int(name.split('.')[1]) + 1, num_layers
-        return num_layers - 1, num_layers
+        return vit_layer_depth(param_name, prefix, self.num_layers)

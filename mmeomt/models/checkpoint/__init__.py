@@ -64,8 +64,12 @@ is ``tools/model_converters/``.
    new layout from the layout's published key names (``dinov2_formats.py``), convert back,
    compare exactly; and against the reference implementation where one can run offline.
 """
-from . import dinov2, eomt  # noqa: F401  (register the formats)
+# (register the formats; dinov3 places its entries before those of dinov2 and eomt)
+from . import dinov2, eomt  # noqa: F401, I001
+from . import dinov3  # noqa: F401, E402
 from .dinov2 import DINOV2_FORMATS, convert_dinov2, detect_dinov2_format, fit_dinov2
+from .dinov3 import (DINOV3_FORMATS, convert_dinov3, convert_eomt_dinov3_checkpoint,
+                     detect_dinov3_format, detect_eomt_dinov3_format)
 from .eomt import EOMT_FORMATS, convert_eomt_checkpoint, detect_eomt_checkpoint_format
 from .formats import (FORMATS, CheckpointFormat, convert, detect_format, find_anchor,
                       get_format, register_format)
@@ -78,6 +82,8 @@ from .loading import (cache_root, checkpoint_problem, download, is_url, load_che
 __all__ = [
     'FORMATS', 'CheckpointFormat', 'register_format', 'get_format', 'detect_format', 'convert',
     'find_anchor', 'DINOV2_FORMATS', 'convert_dinov2', 'detect_dinov2_format', 'fit_dinov2',
+    'DINOV3_FORMATS', 'convert_dinov3', 'convert_eomt_dinov3_checkpoint', 'detect_dinov3_format',
+    'detect_eomt_dinov3_format',
     'EOMT_FORMATS', 'convert_eomt_checkpoint', 'detect_eomt_checkpoint_format',
     'attach_checkpoint_hook', 'fit_backbone_state', 'fit_model_state',
     'init_weights_then_load', 'reorder_class_head', 'cache_root', 'checkpoint_problem',

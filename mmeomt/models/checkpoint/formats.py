@@ -214,6 +214,8 @@ def convert(state_dict: Mapping[str, Tensor], kind: str, target: Target = None,
     unknown = [prefix + k for k in unknown]
     if unknown and strict:
         what = ('DINOv2', 'a DINOv2 ViT') if kind == 'backbone' else ('EoMT', 'EoMT')
+        if fmt.name.startswith('dinov3'):
+            what = ('DINOv3', 'a DINOv3 ViT')
         raise ValueError(f'{what[0]} checkpoint in {fmt.name} format has keys that are not '
                          f'part of {what[1]}: {sample_keys(unknown)}')
     if fmt.fit is not None:

@@ -156,8 +156,9 @@ def fit_backbone_state(vit: nn.Module, state_dict: dict, prefix: str) -> FitRepo
         state_dict.update((prefix + k, v) for k, v in converted.items())
         state_dict.update((prefix + k, local[k]) for k in unknown)
         if unknown:
-            report.problem = (f'DINOv2 checkpoint in {fmt.name} format has keys that are not '
-                              f'part of a DINOv2 ViT: {sample_keys(unknown)}')
+            vit_kind = 'DINOv3' if fmt.name.startswith('dinov3') else 'DINOv2'
+            report.problem = (f'{vit_kind} checkpoint in {fmt.name} format has keys that are '
+                              f'not part of a {vit_kind} ViT: {sample_keys(unknown)}')
     report.mismatched = _mismatches(vit, state_dict, prefix)
     return report
 
@@ -234,8 +235,10 @@ def fit_model_state(model: nn.Module, state_dict: Dict[str, Tensor], prefix: str
         report.format = fmt.name
         if not (fmt.name == 'mmeomt' and src == core):
             try:
-                converted, _, unknown = convert(local, 'eomt', strict=False, fmt=fmt,
-                                                prefix=src)
+                # target: the model, for formats whose fit needs it (the authors' DINOv3
+                # deltas read the DINOv3 weights its backbone's init_cfg names).
+                converted, _, unknown = convert(local, 'eomt', target=model, strict=False,
+                                                fmt=fmt, prefix=src)
             except ValueError as error:
                 raise ValueError(f'{name}: cannot load this checkpoint: {error}') from None
             for key in keys:
