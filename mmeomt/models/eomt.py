@@ -24,7 +24,6 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmeomt.registry import MODELS
-from .backbones.vit import block_forward
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -170,7 +169,7 @@ class EoMT(BaseModule):
                 class_logits_per_set.append(class_logits)
                 attn_mask = self.attn_mask(mask_logits, grid, x.shape[1],
                                            self.attn_mask_probs[i - first])
-            x = block_forward(layer, x, attn_mask)
+            x = self.backbone.run_block(layer, x, attn_mask)
         mask_logits, class_logits = self.predict(self.backbone.norm(x), grid)
         mask_logits_per_set.append(mask_logits)
         class_logits_per_set.append(class_logits)

@@ -81,10 +81,10 @@ def timed_forward_parts(eomt, timer: Timer):
 
     ``EoMT.forward`` in training calls ``predict`` and ``attn_mask`` before each of its
     ``num_blocks`` masked blocks, then ``predict`` once more on the output; the blocks run
-    through ``block_forward`` of :mod:`mmeomt.models.eomt`.  Wrapping the three (on this
+    through ``block_forward`` of :mod:`mmeomt.models.backbones.vit`.  Wrapping the three (on this
     instance and that module) leaves the forward as it is.
     """
-    import mmeomt.models.eomt as core
+    import mmeomt.models.backbones.vit as vit
     calls = [0]
     original_predict = eomt.predict
 
@@ -104,7 +104,7 @@ def timed_forward_parts(eomt, timer: Timer):
 
     with ExitStack() as stack:
         stack.enter_context(mock.patch.object(
-            core, 'block_forward', timed('forward.blocks', core.block_forward)))
+            vit, 'block_forward', timed('forward.blocks', vit.block_forward)))
         stack.enter_context(mock.patch.object(
             eomt, 'attn_mask', timed('forward.mask_module', eomt.attn_mask)))
         stack.enter_context(mock.patch.object(eomt, 'predict', predict))

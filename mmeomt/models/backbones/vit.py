@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.backbones.vision_transformer import TransformerEncoderLayer
@@ -76,6 +77,11 @@ class EoMTViT(BaseModule):
         norm_cfg: the LayerNorm of blocks and the final norm.
         interpolate_mode: how the position embedding is resized to inputs of another size
             (antialiased for bilinear/bicubic, as timm's ``dynamic_img_size``).
+        with_cp: activation checkpointing of the blocks (the name mmpretrain's and mmdet's
+            backbones use): in training each block's activations are recomputed during the
+            backward pass instead of being kept, which saves memory at the cost of a second
+            forward of every block.  Outputs and gradients are unchanged (dropout and drop
+            path replay the same random numbers).
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint=URL)`` for DINOv2 weights in
             mmpretrain, timm or transformers format (recognised and converted on load).
     """
@@ -104,6 +110,7 @@ class EoMTViT(BaseModule):
                  qkv_bias: bool = True,
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  interpolate_mode: str = 'bicubic',
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if isinstance(arch, str):
@@ -124,6 +131,7 @@ class EoMTViT(BaseModule):
         self.num_register_tokens = num_register_tokens
         self.num_prefix_tokens = 1 + num_register_tokens
         self.interpolate_mode = interpolate_mode
+        self.with_cp = with_cp
 
         self.patch_embed = PatchEmbed(
             in_channels=in_channels, embed_dims=self.embed_dims, conv_type='Conv2d',
@@ -184,13 +192,31 @@ class EoMTViT(BaseModule):
         """Plain ViT features: the final-normed tokens ``(B, 1 + R + HW/p^2, D)``."""
         x, _ = self.embed(x)
         for layer in self.layers:
-            x = block_forward(layer, x)
+            x = self.run_block(layer, x)
         return (self.ln1(x), )
+
+    def run_block(self, layer: TransformerEncoderLayer, x: Tensor,
+                  attn_mask: Optional[Tensor] = None) -> Tensor:
+        """:func:`block_forward`, checkpointed when ``with_cp`` is set and gradients are needed.
+
+        Args:
+            layer: one of :attr:`layers`.
+            x: tokens ``(B, N, D)``.
+            attn_mask: boolean ``(B, N, N)`` or None (see :func:`attention`).
+
+        Returns:
+            ``(B, N, D)``.
+        """
+        if self.with_cp and torch.is_grad_enabled():
+            # The non-reentrant variant, which torch recommends: it accepts inputs that need no
+            # gradient (the boolean mask) and nested autograd.
+            return cp.checkpoint(block_forward, layer, x, attn_mask, use_reentrant=False)
+        return block_forward(layer, x, attn_mask)
 
     def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
         """Layer-wise lr-decay depth of a parameter, as mmpretrain's layer-decay constructor asks.
 
-        EoMT (``../shared/EOMT.md`` §3) gives block ``i`` of ``n`` the factor
+        EoMT (docs/method.md §4) gives block ``i`` of ``n`` the factor
         ``decay ** (n - 1 - i)`` and the stem (patch/position embeddings, CLS, registers) the
         deepest block's factor ``decay ** (n - 1)``; the final norm is not decayed.  With
         ``num_layers = n + 1`` and factor ``decay ** (num_layers - 1 - depth)`` that is depth
