@@ -1,12 +1,15 @@
 """Train an EoMT model from a config file (the interface of mmdet's and mmseg's ``train.py``).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [auto|CKPT]] [--amp]
-                          [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+                          [--auto-scale-lr] [--tensorboard] [--cfg-options KEY=VALUE ...]
                           [--launcher none|pytorch|slurm|mpi]
 
 ``--auto-scale-lr``: scale the lr linearly with the total batch, relative to the config's
 ``auto_scale_lr.base_batch_size`` (16 for the published configs); the total batch counts GPUs,
 ``train_dataloader.batch_size`` and ``optim_wrapper.accumulative_counts``.
+
+``--tensorboard``: log losses, lr, annealing probabilities and metrics to TensorBoard too
+(mmengine's ``TensorboardVisBackend``, event files under ``<work_dir>/<timestamp>/vis_data``).
 
 Distributed: ``tools/dist_train.sh CONFIG NUM_GPUS [ARGS]``.
 """
@@ -22,7 +25,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from mmeomt.utils.checkpoint_io import checkpoint_problem
-from mmeomt.utils.tool_config import build_runner, load_tool_config
+from mmeomt.utils.tool_config import add_tensorboard, build_runner, load_tool_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -38,6 +41,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--amp', action='store_true',
         help='automatic mixed precision: float16 with loss scaling on a GPU (as the authors), '
         'bfloat16 on the CPU')
+    parser.add_argument(
+        '--tensorboard', action='store_true',
+        help='also log to TensorBoard (mmengine TensorboardVisBackend; event files under '
+        '<work_dir>/<timestamp>/vis_data)')
     parser.add_argument(
         '--auto-scale-lr', action='store_true',
         help='scale the lr by (GPUs x batch per GPU x accumulative_counts) / '
@@ -186,6 +193,8 @@ def build_config(args: argparse.Namespace) -> Config:
         enable_amp(cfg)
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg)
+    if args.tensorboard:
+        add_tensorboard(cfg)
 
     if args.resume == 'auto':
         checkpoint = find_resumable_checkpoint(cfg.work_dir)
