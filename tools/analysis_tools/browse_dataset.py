@@ -23,6 +23,7 @@ import os.path as osp
 import tempfile
 from typing import List, Optional
 
+import mmcv
 import numpy as np
 from mmengine.config import Config, DictAction
 
@@ -66,32 +67,68 @@ def build(cfg: Config, phase: str):
     return dataset, visualizer
 
 
-def drawable(data_sample, num_things: Optional[int]):
-    """The data sample as the visualisers draw it: numpy masks and boxes; for panoptic samples
-    the label map keeps the stuff classes only (the things are drawn as instances)."""
+def _fit(array: np.ndarray, data_sample, image_shape, value) -> np.ndarray:
+    """Targets ``(..., h, w)`` brought to the network input ``image_shape``.
+
+    Test pipelines load the annotations after resizing and padding the image (they are
+    evaluated at the original size): such targets are resized (nearest) to ``img_shape``
+    first.  Then they are padded bottom/right with ``value``, as the image was.
+    """
+    ori, resized = tuple(data_sample.ori_shape), tuple(data_sample.img_shape)
+    if array.shape[-2:] == ori != resized:
+        flat = array.reshape(-1, *ori)
+        array = np.stack([mmcv.imresize(a, resized[::-1], interpolation='nearest')
+                          for a in flat]).reshape(*array.shape[:-2], *resized)
+    pad = [(0, 0)] * (array.ndim - 2) + [(0, image_shape[0] - array.shape[-2]),
+                                         (0, image_shape[1] - array.shape[-1])]
+    if min(p for _, p in pad) < 0:
+        raise ValueError(f'{data_sample.img_path}: targets of size {array.shape[-2:]} do not '
+                         f'fit the image {tuple(image_shape)}')
+    return np.pad(array, pad, constant_values=value)
+
+
+def drawable(data_sample, image_shape, num_things: Optional[int]):
+    """The data sample as the visualisers draw it: numpy masks and boxes, at the image size
+    (see :func:`_fit`).  For panoptic samples the label map keeps the stuff classes only: the
+    things are drawn as instances."""
     from mmdet.structures.bbox import BaseBoxes
     from mmdet.structures.mask import BitmapMasks, PolygonMasks
+    from mmengine.structures import PixelData
     data_sample = data_sample.cpu().numpy()
     if 'gt_instances' in data_sample:
         instances = data_sample.gt_instances
-        if isinstance(instances.get('bboxes', None), BaseBoxes):
-            instances.bboxes = instances.bboxes.tensor.numpy()
         masks = instances.get('masks', None)
         if isinstance(masks, (BitmapMasks, PolygonMasks)):
-            instances.masks = masks.to_ndarray().astype(bool)
-        elif masks is not None:
-            instances.masks = np.asarray(masks).astype(bool)
-    if num_things is not None and 'gt_sem_seg' in data_sample:
+            masks = masks.to_ndarray()
+        original = masks is not None and tuple(masks.shape[-2:]) == tuple(
+            data_sample.ori_shape) != tuple(data_sample.img_shape)
+        boxes = instances.get('bboxes', None)
+        if isinstance(boxes, BaseBoxes):
+            boxes = boxes.tensor.numpy()
+        if boxes is not None and original:  # at the original size too
+            scale = np.array(data_sample.img_shape[::-1] * 2, dtype=np.float32) / np.array(
+                data_sample.ori_shape[::-1] * 2, dtype=np.float32)
+            boxes = boxes * scale
+        if boxes is not None:
+            instances.bboxes = boxes
+        if masks is not None:
+            instances.masks = _fit(np.asarray(masks).astype(np.uint8), data_sample,
+                                   image_shape, 0).astype(bool)
+    if 'gt_sem_seg' in data_sample:
         sem_seg = data_sample.gt_sem_seg
-        labels = np.asarray(sem_seg.sem_seg).copy()
-        labels[labels < num_things] = 255  # mmdet's ignore value
-        sem_seg.sem_seg = labels
+        field = 'sem_seg' if 'sem_seg' in sem_seg else 'data'  # mmdet's name, mmseg's
+        labels = np.asarray(sem_seg.get(field)).copy()
+        ignore = sem_seg.metainfo.get('ignore_index', 255)
+        if num_things is not None:
+            labels[labels < num_things] = ignore
+        # A new PixelData: one keeps the size of its first field.
+        data_sample.gt_sem_seg = PixelData(
+            metainfo=sem_seg.metainfo, **{field: _fit(labels, data_sample, image_shape, ignore)})
     return data_sample
 
 
 def write_png(path: str, rgb: np.ndarray) -> None:
     """``rgb`` (H, W, 3) to ``path`` atomically (temp file in the same folder + os.replace)."""
-    import mmcv
     fd, tmp = tempfile.mkstemp(dir=osp.dirname(path), prefix='.browse.', suffix='.png')
     os.close(fd)
     try:
@@ -123,7 +160,7 @@ def browse(cfg: Config, output_dir: str, phase: str = 'train', max_images: int =
                                f'sample {index} (a transform filtered it out)')
         # (3, H, W) BGR uint8, as packed by PackDetInputs / PackSegInputs.
         image = item['inputs'].permute(1, 2, 0).numpy()[..., ::-1].copy()
-        data_sample = drawable(item['data_samples'], num_things)
+        data_sample = drawable(item['data_samples'], image.shape[:2], num_things)
         name = osp.splitext(osp.basename(data_sample.img_path))[0]
         visualizer.add_datasample(name, image, data_sample, draw_gt=True, draw_pred=False,
                                   show=show, wait_time=show_interval)
