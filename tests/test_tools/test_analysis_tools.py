@@ -12,6 +12,7 @@
 import glob
 import importlib.util
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def load_tool(name):
 
 def run_tool(args, timeout=300):
     """``python tools/<args>`` with this tree on the import path; fails with its output."""
-    env = dict(__import__('os').environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
     out = subprocess.run([sys.executable, osp.join(ROOT, 'tools', args[0])] + args[1:],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -27,7 +27,7 @@ import json
 import os
 import os.path as osp
 import tempfile
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
@@ -80,8 +80,9 @@ def build_network(cfg: Config) -> torch.nn.Module:
 
 
 def count(cfg: Config, shape: Optional[List[int]] = None,
-          masked_attention: bool = False) -> dict:
-    """FLOPs, parameters and activations of one forward; see the module docstring."""
+          masked_attention: bool = False) -> Tuple[dict, Any, Any]:
+    """FLOPs, parameters and activations of one forward (see the module docstring), and
+    mmengine's ``FlopAnalyzer`` and ``ActivationAnalyzer`` that counted them (for the table)."""
     from mmengine.analysis import ActivationAnalyzer, FlopAnalyzer, parameter_count
 
     network = build_network(cfg)
@@ -104,7 +105,7 @@ def count(cfg: Config, shape: Optional[List[int]] = None,
     activations.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     activations.tracer_warnings('none')
     total = flops.total()
-    return dict(
+    result = dict(
         config=cfg.filename,
         input_shape=[1, 3, *shape],
         masked_attention=masked_attention,
@@ -113,8 +114,8 @@ def count(cfg: Config, shape: Optional[List[int]] = None,
         params=parameter_count(network)[''],
         activations=activations.total(),
         flops_by_operator=dict(flops.by_operator()),
-        uncounted_ops=dict(flops.unsupported_ops()),
-        _analyzers=(flops, activations))
+        uncounted_ops=dict(flops.unsupported_ops()))
+    return result, flops, activations
 
 
 def write_json(path: str, result: dict) -> None:
@@ -136,8 +137,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    result = count(cfg, args.shape, args.masked_attention)
-    flops, activations = result.pop('_analyzers')
+    result, flops, activations = count(cfg, args.shape, args.masked_attention)
     if args.show_table:
         from mmengine.analysis import complexity_stats_table
         print(complexity_stats_table(flops=flops, activations=activations,
