@@ -79,6 +79,7 @@ if __name__ == '__main__':
         extras_require={
             'mim': parse_requirements('mminstall'),
             'tests': parse_requirements('tests'),
+            'optional': parse_requirements('optional'),
         },
         zip_safe=False,
     )

@@ -80,7 +80,7 @@ say "installing cached mmcv from $wheel_dir"
 "${PIP[@]}" install -q --no-deps --force-reinstall "$wheel_dir"/mmcv-*.whl
 "${PIP[@]}" install -q -r "$ROOT/requirements/mminstall.txt" -r "$ROOT/requirements/runtime.txt" \
   -r "$ROOT/requirements/tests.txt"
-"${PIP[@]}" install -q -r "$ROOT/requirements/benchmark.txt"
+"${PIP[@]}" install -q -r "$ROOT/requirements/benchmark.txt" -r "$ROOT/requirements/optional.txt"
 "${PIP[@]}" install -q --no-deps -r "$ROOT/requirements/mim.txt"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
 

@@ -1,12 +1,22 @@
 """Evaluate an EoMT checkpoint (the interface of mmdet's and mmseg's ``test.py``).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE_OR_DIR]
-                         [--show] [--show-dir DIR] [--skip-bad-images]
+                         [--show] [--show-dir DIR] [--skip-bad-images] [--tensorboard]
                          [--cfg-options ...] [--launcher ...]
 
 ``--out``: panoptic/instance configs (mmdet scope) dump the raw predictions to a ``.pkl``
 (mmdet's ``DumpDetResults``); semantic configs (mmseg scope) write the predicted label maps as
 PNGs into that directory (mmseg's ``IoUMetric(output_dir=...)``).
+
+``--show-dir DIR``: every test image is drawn by the config's visualisation hook (mmdet's
+``DetVisualizationHook``, mmseg's ``SegVisualizationHook``) as ``ground truth | prediction``
+side by side (the prediction alone where the test set has no annotations):
+
+* panoptic/instance configs: ``DIR/<image file name>`` (the input's name and format, as
+  mmdet's tool; a relative DIR lies under ``<work_dir>/<timestamp>/``);
+* semantic configs: ``DIR/vis_data/vis_image/test_<image file name>_<step>.png`` (mmseg's
+  layout, through the visualiser's ``LocalVisBackend``; a TensorBoard backend in the config
+  receives the images too).
 
 ``--skip-bad-images``: images (and segment PNGs) that are missing or cannot be decoded are left
 out with a warning naming them, instead of stopping the run; the metrics are computed on the
@@ -19,7 +29,7 @@ from typing import List, Optional
 
 from mmengine.config import Config, ConfigDict, DictAction
 
-from mmeomt.utils.tool_config import build_runner, load_tool_config
+from mmeomt.utils.tool_config import add_tensorboard, build_runner, load_tool_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -31,6 +41,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'configs, a directory of PNGs for semantic configs)')
     parser.add_argument('--show', action='store_true', help='show the predictions in a window')
     parser.add_argument('--show-dir', help='directory to save visualised predictions to')
+    parser.add_argument(
+        '--tensorboard', action='store_true',
+        help='also log to TensorBoard (mmengine TensorboardVisBackend; event files under '
+        '<work_dir>/<timestamp>/vis_data)')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
     parser.add_argument('--skip-bad-images', action='store_true',
                         help='leave out images whose files cannot be read (logged, counted in '
@@ -53,11 +67,18 @@ def _enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
     if args.show:
         hook['show'] = True
         hook['wait_time'] = args.wait_time
+    if cfg.get('default_scope') == 'mmseg':
+        # mmseg's hook draws every `interval`-th batch (its default 50), mmdet's every image:
+        # every image here too, unless --cfg-options sets an interval.
+        hook.setdefault('interval', 1)
     if args.show_dir:
         if cfg.get('default_scope') == 'mmseg':
-            # SegVisualizationHook draws into the visualizer's save_dir.
+            # SegVisualizationHook draws through the visualizer's storage backends, into
+            # save_dir/vis_data/vis_image (mmseg's tools/test.py sets save_dir the same way).
             cfg.visualizer['save_dir'] = args.show_dir
         else:
+            # DetVisualizationHook writes <image name> there; a relative path is taken
+            # relative to <work_dir>/<timestamp> (mmdet's convention).
             hook['test_out_dir'] = args.show_dir
 
 
@@ -102,6 +123,8 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg = load_tool_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    if args.tensorboard:
+        add_tensorboard(cfg)
     if args.skip_bad_images:
         _skip_bad_images(cfg)
     if args.show or args.show_dir:

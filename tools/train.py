@@ -1,7 +1,15 @@
 """Train an EoMT model from a config file (the interface of mmdet's and mmseg's ``train.py``).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [auto|CKPT]] [--amp]
-                          [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+                          [--auto-scale-lr] [--tensorboard] [--cfg-options KEY=VALUE ...]
+                          [--launcher none|pytorch|slurm|mpi]
+
+``--auto-scale-lr``: scale the lr linearly with the total batch, relative to the config's
+``auto_scale_lr.base_batch_size`` (16 for the published configs); the total batch counts GPUs,
+``train_dataloader.batch_size`` and ``optim_wrapper.accumulative_counts``.
+
+``--tensorboard``: log losses, lr, annealing probabilities and metrics to TensorBoard too
+(mmengine's ``TensorboardVisBackend``, event files under ``<work_dir>/<timestamp>/vis_data``).
 
 Distributed: ``tools/dist_train.sh CONFIG NUM_GPUS [ARGS]``.
 """
@@ -17,7 +25,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from mmeomt.models.checkpoint import checkpoint_problem
-from mmeomt.utils.tool_config import build_runner, load_tool_config
+from mmeomt.utils.tool_config import add_tensorboard, build_runner, load_tool_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -33,6 +41,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--amp', action='store_true',
         help='automatic mixed precision: float16 with loss scaling on a GPU (as the authors), '
         'bfloat16 on the CPU')
+    parser.add_argument(
+        '--tensorboard', action='store_true',
+        help='also log to TensorBoard (mmengine TensorboardVisBackend; event files under '
+        '<work_dir>/<timestamp>/vis_data)')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true',
+        help='scale the lr by (GPUs x batch per GPU x accumulative_counts) / '
+        'auto_scale_lr.base_batch_size of the config')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config entries, e.g. train_cfg.max_iters=1000 (the annealing windows, '
@@ -142,11 +158,44 @@ def enable_amp(cfg: Config) -> None:
         cfg.optim_wrapper.dtype = 'bfloat16'
 
 
+def enable_auto_scale_lr(cfg: Config) -> None:
+    """Switch on mmengine's linear lr scaling, counting accumulated micro-batches.
+
+    mmengine's ``Runner.scale_lr`` multiplies the lr of every param group (after the optimiser
+    constructor has set the layer-decayed lrs, so their ratios are kept) by ``world_size *
+    train_dataloader.batch_size / base_batch_size``.  It does not count
+    ``optim_wrapper.accumulative_counts``: with ``k`` accumulated micro-batches an optimiser
+    step averages the gradients of ``k`` times that batch, so the base batch is divided by
+    ``k`` here to give the ratio of the batch per optimiser step.
+    """
+    scale = cfg.get('auto_scale_lr')
+    if not scale or scale.get('base_batch_size') is None:
+        raise ValueError(f'--auto-scale-lr needs auto_scale_lr.base_batch_size in the config '
+                         f'(the total batch its lr is meant for; 16 for the published '
+                         f'configs), {cfg.filename} has auto_scale_lr={scale!r}')
+    scale['enable'] = True
+    counts = cfg.optim_wrapper.get('accumulative_counts', 1)
+    if not isinstance(counts, int) or counts < 1:
+        raise ValueError(f'optim_wrapper.accumulative_counts must be an int >= 1, got '
+                         f'{counts!r}')
+    if counts > 1:
+        base = scale['base_batch_size']
+        scale['base_batch_size'] = base / counts
+        print_log(f'--auto-scale-lr: {counts} accumulated micro-batches per optimiser step; '
+                  f'the base batch {base} is compared with the batch of one micro-batch as '
+                  f'{base} / {counts} = {base / counts:g}', logger='current')
+
+
 def build_config(args: argparse.Namespace) -> Config:
-    """The config the Runner gets: file + ``--cfg-options`` + work dir, AMP and resume flags."""
+    """The config the Runner gets: file + ``--cfg-options`` + work dir, AMP, lr scaling and
+    resume flags."""
     cfg = load_tool_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if args.amp:
         enable_amp(cfg)
+    if args.auto_scale_lr:
+        enable_auto_scale_lr(cfg)
+    if args.tensorboard:
+        add_tensorboard(cfg)
 
     if args.resume == 'auto':
         checkpoint = find_resumable_checkpoint(cfg.work_dir)

@@ -24,6 +24,38 @@ def load_tool_config(path: str, cfg_options: Optional[dict] = None,
     return cfg
 
 
+TENSORBOARD_BACKEND = 'TensorboardVisBackend'
+
+
+def add_tensorboard(cfg: Config) -> None:
+    """Add mmengine's ``TensorboardVisBackend`` to ``cfg.visualizer.vis_backends``.
+
+    The same as writing, in a config that inherits a published one::
+
+        visualizer = dict(vis_backends=[dict(type='LocalVisBackend'),
+                                        dict(type='TensorboardVisBackend')])
+
+    The local backend stays (it writes the ``scalars.json`` that log tools read); the event
+    files go to ``<work_dir>/<timestamp>/vis_data/``.  A config switch through
+    ``--cfg-options`` is not possible: mmengine parses no dicts there, and a ``_base_`` file
+    cannot add to a list that another ``_base_`` file defines.
+    """
+    try:
+        import torch.utils.tensorboard  # noqa: F401  (what mmengine's backend imports)
+    except ImportError as e:
+        raise ImportError('--tensorboard needs the tensorboard package: pip install -r '
+                          'requirements/optional.txt (tools/setup_env.sh installs it)') from e
+    visualizer = cfg.get('visualizer')
+    if visualizer is None:
+        raise KeyError(f'--tensorboard: {cfg.filename} has no visualizer to add the '
+                       'TensorBoard backend to')
+    backends = list(visualizer.get('vis_backends') or [])
+    if not any(b.get('type') in (TENSORBOARD_BACKEND, f'mmengine.{TENSORBOARD_BACKEND}')
+               for b in backends):
+        backends.append(dict(type=TENSORBOARD_BACKEND))
+    visualizer['vis_backends'] = backends
+
+
 def build_runner(cfg: Config):
     """mmengine's ``Runner`` for ``cfg`` (or the config's ``runner_type``), after starting the
     process group where mmengine cannot (:func:`mmeomt.utils.dist.init_distributed`)."""

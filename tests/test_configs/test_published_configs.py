@@ -142,6 +142,8 @@ def test_config_matches_the_method(path):
                                    betas=(0.9, 0.999), eps=1e-8)
     assert optim.paramwise_cfg.layer_decay_rate == 0.8
     assert optim.clip_grad == dict(max_norm=0.01, norm_type=2)
+    # The total batch the lr is meant for (8 GPUs x 2); tools/train.py --auto-scale-lr.
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=16)
     [scheduler] = cfg.param_scheduler
     assert scheduler.type == 'mmeomt.TwoStageWarmupPolyLR' and 'end' not in scheduler
     assert (scheduler.warmup_iters, scheduler.vit_warmup_iters, scheduler.power) == (500, 1000,

@@ -7,22 +7,28 @@ What it promises:
   resized to the patch grid, is > 0; queries and prefix tokens are always visible; patch and
   prefix tokens attend everything; each query's mask is kept with probability p (else its row
   is all True);
-* runs forward and backward under CPU bf16 autocast.
+* runs forward and backward under CPU bf16 autocast;
+* ``backbone=dict(with_cp=True)`` (activation checkpointing) recomputes each block in the
+  backward pass and changes neither outputs nor gradients, with masked attention, dropout and
+  drop path.
 """
+from unittest import mock
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+import mmeomt.models.backbones.vit as vit
 from mmeomt.models import EoMT
 from dinov2_formats import randomise
 
 DIMS, Q, C, IMG, NUM_BLOCKS = 64, 10, 5, 64, 2
 
 
-def eomt(**kwargs):
+def eomt(backbone_options=None, **kwargs):
     backbone = dict(type='mmeomt.EoMTViT', img_size=IMG, patch_size=16,
                     arch=dict(embed_dims=DIMS, num_layers=4, num_heads=2,
-                              feedforward_channels=128))
+                              feedforward_channels=128), **(backbone_options or {}))
     torch.manual_seed(0)
     return randomise(EoMT(backbone, num_classes=C, num_queries=Q, num_blocks=NUM_BLOCKS,
                           **kwargs))
@@ -137,3 +143,53 @@ def test_layernorm2d_is_mmpretrains_function_with_a_channels_last_result(dtype):
     assert torch.equal(xa.grad, xb.grad) and torch.equal(ours.weight.grad, theirs.weight.grad)
     assert yb.is_contiguous() and not ya.is_contiguous()
     assert ya.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize('prob', [1.0, 0.5])
+def test_activation_checkpointing_keeps_outputs_and_gradients(images, prob):
+    # Drop path and dropout on: their random numbers must be replayed by the recomputation;
+    # p = 0.5 also draws which queries are masked (outside the checkpointed blocks).
+    options = dict(drop_path_rate=0.2)
+    runs = {}
+    for with_cp in (False, True):
+        model = eomt(dict(options, with_cp=with_cp)).train()
+        for layer in model.backbone.layers:
+            layer.attn.attn_drop = 0.1
+        model.attn_mask_probs.fill_(prob)
+        calls = []
+
+        def counted(*args, **kwargs):
+            calls.append(1)
+            return block_forward(*args, **kwargs)
+
+        block_forward = vit.block_forward
+        torch.manual_seed(1)
+        with mock.patch.object(vit, 'block_forward', counted):
+            masks, classes = model(images)
+            forward_calls = len(calls)
+            loss = sum(m.square().mean() + c.square().mean() for m, c in zip(masks, classes))
+            loss.backward()
+        runs[with_cp] = dict(masks=masks, classes=classes, calls=(forward_calls, len(calls)),
+                             grads={n: p.grad for n, p in model.named_parameters()})
+    plain, checkpointed = runs[False], runs[True]
+    # Every block once in the forward; with checkpointing once more in the backward.
+    assert plain['calls'] == (4, 4) and checkpointed['calls'] == (4, 8)
+    for key in ('masks', 'classes'):
+        for a, b in zip(plain[key], checkpointed[key]):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert plain['grads'].keys() == checkpointed['grads'].keys()
+    for name, grad in plain['grads'].items():
+        torch.testing.assert_close(grad, checkpointed['grads'][name], rtol=0, atol=0, msg=name)
+    assert plain['grads']['backbone.layers.0.attn.qkv.weight'].abs().sum() > 0
+
+
+def test_activation_checkpointing_is_off_without_gradients(images):
+    model = eomt(dict(with_cp=True)).eval()
+    calls = []
+    block_forward = vit.block_forward
+    with mock.patch.object(vit, 'block_forward',
+                           lambda *a, **k: calls.append(1) or block_forward(*a, **k)), \
+            mock.patch.object(vit.cp, 'checkpoint', side_effect=AssertionError('checkpointed')):
+        with torch.no_grad():
+            model(images)
+    assert len(calls) == 4

@@ -33,8 +33,10 @@ def test_help(tool):
     assert out.returncode == 0, out.stderr
     for option in ['--work-dir', '--cfg-options', '--launcher']:
         assert option in out.stdout
+    assert '--tensorboard' in out.stdout
     if tool == 'train':
         assert '--resume' in out.stdout and '--amp' in out.stdout
+        assert '--auto-scale-lr' in out.stdout
     else:
         assert '--out' in out.stdout and '--show-dir' in out.stdout
         assert '--skip-bad-images' in out.stdout
@@ -160,3 +162,9 @@ def test_test_tool_semantic_config(tmp_path):
     assert cfg.test_evaluator.output_dir == str(tmp_path / 'png')
     assert cfg.test_evaluator.keep_results is True
     assert cfg.visualizer.save_dir == str(tmp_path / 'vis')
+    # Every image drawn (mmseg's hook draws every 50th by default), unless the config says.
+    assert cfg.default_hooks.visualization.interval == 1 and cfg.default_hooks.visualization.draw
+    cfg = test_tool.build_config(test_tool.parse_args(
+        [ADE_SEM, 'ckpt.pth', '--show-dir', 'vis', '--cfg-options',
+         'default_hooks.visualization.interval=10']))
+    assert cfg.default_hooks.visualization.interval == 10

@@ -116,7 +116,8 @@ def build_detector(args):
     return EoMTDetector(
         eomt=dict(
             type='mmeomt.EoMT',
-            backbone=dict(type='mmeomt.EoMTViT', arch=args.arch, img_size=args.img_size),
+            backbone=dict(type='mmeomt.EoMTViT', arch=args.arch, img_size=args.img_size,
+                          with_cp=args.with_cp),
             num_classes=args.num_classes,
             num_queries=args.num_queries,
             num_blocks=NUM_BLOCKS[args.arch]),
@@ -265,6 +266,9 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--amp', action='store_true', help='bfloat16 autocast')
     parser.add_argument('--compile', action='store_true', help='torch.compile the network')
+    parser.add_argument('--with-cp', action='store_true',
+                        help='activation checkpointing of the ViT blocks (backbone with_cp); '
+                        'their recomputation in the backward is timed under forward.blocks')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--seed', type=int, default=0)
@@ -291,7 +295,8 @@ def report(args, results: Dict[str, Dict[str, float]], peak_rss_mib: float) -> N
           f'{args.batch_size}, {args.num_queries} queries, {args.num_classes} classes, '
           f'{args.num_points} points, masked prob {args.masked_prob}, {args.device} '
           f'({args.threads} threads), {"bf16 autocast" if args.amp else "fp32"}'
-          f'{", compiled" if args.compile else ""}; median ms of {args.iters}:')
+          f'{", compiled" if args.compile else ""}'
+          f'{", activation checkpointing" if args.with_cp else ""}; median ms of {args.iters}:')
     keys = [k for k in ROWS if k in results['current']]
     header = f'  {"":<24}' + ''.join(f'{n:>15}' for n in names)
     header += ''.join(f'{n + " / current":>26}' for n in names[1:])

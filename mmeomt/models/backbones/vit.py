@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.backbones.vision_transformer import TransformerEncoderLayer
@@ -105,6 +106,11 @@ class EoMTViT(BaseModule):
         norm_cfg: the LayerNorm of blocks and the final norm.
         interpolate_mode: how the position embedding is resized to inputs of another size
             (antialiased for bilinear/bicubic, as timm's ``dynamic_img_size``).
+        with_cp: activation checkpointing of the blocks (the name mmpretrain's and mmdet's
+            backbones use): in training each block's activations are recomputed during the
+            backward pass instead of being kept, which saves memory at the cost of a second
+            forward of every block.  Outputs and gradients are unchanged (dropout and drop
+            path replay the same random numbers).
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint=URL)`` for DINOv2 weights in
             mmpretrain, timm or transformers format (recognised and converted on load).
     """
@@ -133,6 +139,7 @@ class EoMTViT(BaseModule):
                  qkv_bias: bool = True,
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  interpolate_mode: str = 'bicubic',
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if isinstance(arch, str):
@@ -153,6 +160,7 @@ class EoMTViT(BaseModule):
         self.num_register_tokens = num_register_tokens
         self.num_prefix_tokens = 1 + num_register_tokens
         self.interpolate_mode = interpolate_mode
+        self.with_cp = with_cp
 
         self.patch_embed = PatchEmbed(
             in_channels=in_channels, embed_dims=self.embed_dims, conv_type='Conv2d',
@@ -224,11 +232,17 @@ class EoMTViT(BaseModule):
     def forward_block(self, index: int, x: Tensor, attn_mask: Optional[Tensor] = None,
                       positions: None = None) -> Tensor:
         """Block ``index`` on tokens ``(B, N, D)``, with an optional boolean ``(B, N, N)``
-        attention mask (True where attention is allowed)."""
+        attention mask (True where attention is allowed); checkpointed when ``with_cp`` is set
+        and gradients are needed."""
         if positions is not None:
             raise ValueError('EoMTViT.forward_block: positions must be None (the position '
                              'embeddings are added in embed)')
-        return block_forward(self.layers[index], x, attn_mask)
+        layer = self.layers[index]
+        if self.with_cp and torch.is_grad_enabled():
+            # The non-reentrant variant, which torch recommends: it accepts inputs that need no
+            # gradient (the boolean mask) and nested autograd.
+            return cp.checkpoint(block_forward, layer, x, attn_mask, use_reentrant=False)
+        return block_forward(layer, x, attn_mask)
 
     def forward(self, x: Tensor) -> Tuple[Tensor]:
         """Plain ViT features: the final-normed tokens ``(B, 1 + R + HW/p^2, D)``."""

@@ -24,5 +24,7 @@ param_scheduler = [
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
-# The published schedules assume a total batch of 16 (8 GPUs x 2 images).
+# The published schedules assume a total batch of 16 (8 GPUs x 2 images).  Every published config
+# inherits this; `tools/train.py --auto-scale-lr` scales the lr of every param group by
+# (GPUs x batch per GPU x optim_wrapper.accumulative_counts) / 16 (docs/training.md).
 auto_scale_lr = dict(enable=False, base_batch_size=16)
