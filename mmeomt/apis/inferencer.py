@@ -22,6 +22,9 @@ Weights load through mmengine's checkpoint loading, so URLs are cached per URL
     result = inferencer('demo.jpg', out_dir='outputs')
     result['predictions'][0].pred_panoptic_seg   # an mmdet DetDataSample
     result['out_files']                          # ['outputs/demo.png']
+
+``inferencer(images, tiled=True)`` segments images larger than the model's crop in overlapping
+crop-sized tiles at their own resolution and merges them (:mod:`mmeomt.apis.tiling`).
 """
 import copy
 import os

@@ -243,7 +243,7 @@ class InstancePieces:
         return out
 
 
-def match_instance_pieces(pieces: InstancePieces, tile_boxes_: Sequence[Box],
+def match_instance_pieces(pieces: InstancePieces, boxes: Sequence[Box],
                           iou_thr: float) -> List[List[int]]:
     """Chains of pieces that are one instance (see the module docstring), each a list of piece
     indices, ordered by their first piece."""
@@ -251,9 +251,9 @@ def match_instance_pieces(pieces: InstancePieces, tile_boxes_: Sequence[Box],
     by_tile: Dict[int, List[int]] = {}
     for p, tile in enumerate(pieces.tiles):
         by_tile.setdefault(tile, []).append(p)
-    for a in range(len(tile_boxes_)):
-        for b in range(a + 1, len(tile_boxes_)):
-            shared = _intersection(tile_boxes_[a], tile_boxes_[b])
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            shared = _intersection(boxes[a], boxes[b])
             if shared is None:
                 continue
             in_a = [p for p in by_tile.get(a, []) if _intersection(pieces.boxes[p], shared)]
@@ -261,7 +261,8 @@ def match_instance_pieces(pieces: InstancePieces, tile_boxes_: Sequence[Box],
             for label in {pieces.labels[p] for p in in_a} & {pieces.labels[p] for p in in_b}:
                 side_a = [p for p in in_a if pieces.labels[p] == label]
                 side_b = [p for p in in_b if pieces.labels[p] == label]
-                # Pixel counts inside the shared region: exact in float32 (< 2^24 pixels).
+                # Pixel counts inside the shared region: sums of 0/1 products, exact in
+                # float32 (and TF32) below 2^24 pixels.
                 masks_a = pieces.paste(side_a, shared).flatten(1).float()
                 masks_b = pieces.paste(side_b, shared).flatten(1).float()
                 inter = masks_a @ masks_b.T
@@ -271,10 +272,18 @@ def match_instance_pieces(pieces: InstancePieces, tile_boxes_: Sequence[Box],
     return sets.groups()
 
 
-def merge_instances(pieces: InstancePieces, tile_boxes_: Sequence[Box],
+def merge_instances(pieces: InstancePieces, boxes: Sequence[Box],
                     image_shape: Tuple[int, int], iou_thr: float = DEFAULT_IOU_THR,
                     max_per_image: int = 100, device=None) -> InstanceData:
     """The image's instances from its tiles' pieces.
+
+    Args:
+        pieces: every tile's instances.
+        boxes: per tile, its ``(y0, x0, y1, x1)`` in the image.
+        image_shape: ``(H, W)``.
+        iou_thr: IoU inside a shared region from which two pieces of a class are one.
+        max_per_image: instances kept, the highest-scoring.
+        device: of the outputs (default: the pieces').
 
     Returns:
         ``bboxes`` ``(N, 4)`` float32 ``(x0, y0, x1, y1)`` (ends exclusive, as mmdet's
@@ -282,7 +291,7 @@ def merge_instances(pieces: InstancePieces, tile_boxes_: Sequence[Box],
         mean of the pieces'), ``masks`` ``(N, H, W)`` bool (union of the pieces); by
         decreasing score, ``N <= max_per_image``.
     """
-    groups = match_instance_pieces(pieces, tile_boxes_, iou_thr)
+    groups = match_instance_pieces(pieces, boxes, iou_thr)
     areas = [sum(pieces.areas[p] for p in group) for group in groups]
     scores = [sum(pieces.scores[p] * pieces.areas[p] for p in group) / area
               for group, area in zip(groups, areas)]
@@ -295,9 +304,10 @@ def merge_instances(pieces: InstancePieces, tile_boxes_: Sequence[Box],
         for p in groups[g]:
             y0, x0, y1, x1 = pieces.boxes[p]
             masks[k, y0:y1, x0:x1] |= pieces.crops[p]
-        boxes = [pieces.boxes[p] for p in groups[g]]
-        bboxes.append([min(b[1] for b in boxes), min(b[0] for b in boxes),
-                       max(b[3] for b in boxes), max(b[2] for b in boxes)])
+        # The pieces' boxes are tight, so the box of the union is the union of the boxes.
+        piece_boxes = [pieces.boxes[p] for p in groups[g]]
+        bboxes.append([min(b[1] for b in piece_boxes), min(b[0] for b in piece_boxes),
+                       max(b[3] for b in piece_boxes), max(b[2] for b in piece_boxes)])
     results = InstanceData()
     results.bboxes = torch.tensor(bboxes, dtype=torch.float32, device=device).view(-1, 4)
     results.labels = torch.tensor([pieces.labels[groups[g][0]] for g in order],
@@ -308,7 +318,7 @@ def merge_instances(pieces: InstancePieces, tile_boxes_: Sequence[Box],
     return results
 
 
-def merge_panoptic(tile_maps: Sequence[Tensor], tile_boxes_: Sequence[Box],
+def merge_panoptic(tile_maps: Sequence[Tensor], boxes: Sequence[Box],
                    image_shape: Tuple[int, int], num_classes: int,
                    iou_thr: float = DEFAULT_IOU_THR) -> PixelData:
     """The image's panoptic segmentation from its tiles' (see the module docstring).
@@ -316,7 +326,7 @@ def merge_panoptic(tile_maps: Sequence[Tensor], tile_boxes_: Sequence[Box],
     Args:
         tile_maps: per tile, its ``(h, w)`` map in mmdet's encoding (the tile's
             ``pred_panoptic_seg.sem_seg[0]``).
-        tile_boxes_: per tile, its ``(y0, x0, y1, x1)`` in the image.
+        boxes: per tile, its ``(y0, x0, y1, x1)`` in the image.
         image_shape: ``(H, W)``.
         num_classes: things + stuff; also the void label.
 
@@ -335,13 +345,13 @@ def merge_panoptic(tile_maps: Sequence[Tensor], tile_boxes_: Sequence[Box],
         nodes.append({segment: count + k for k, segment in enumerate(things)})
         count += len(things)
     sets = _DisjointSets(count)
-    for a in range(len(tile_boxes_)):
-        for b in range(a + 1, len(tile_boxes_)):
-            shared = _intersection(tile_boxes_[a], tile_boxes_[b])
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            shared = _intersection(boxes[a], boxes[b])
             if shared is None or not nodes[a] or not nodes[b]:
                 continue
-            map_a = _crop(tile_maps[a], tile_boxes_[a], shared).flatten()
-            map_b = _crop(tile_maps[b], tile_boxes_[b], shared).flatten()
+            map_a = _crop(tile_maps[a], boxes[a], shared).flatten()
+            map_b = _crop(tile_maps[b], boxes[b], shared).flatten()
             ids_a, area_a = torch.unique(map_a[map_a >= INSTANCE_OFFSET], return_counts=True)
             ids_b, area_b = torch.unique(map_b[map_b >= INSTANCE_OFFSET], return_counts=True)
             both = (map_a >= INSTANCE_OFFSET) & (map_b >= INSTANCE_OFFSET) & (
@@ -368,7 +378,7 @@ def merge_panoptic(tile_maps: Sequence[Tensor], tile_boxes_: Sequence[Box],
     # set each pixel; int32 max where none has.
     nearest = torch.full(image_shape, torch.iinfo(torch.int32).max, dtype=torch.int32,
                          device=device)
-    for tile_map, (y0, x0, y1, x1), tile_nodes in zip(tile_maps, tile_boxes_, nodes):
+    for tile_map, (y0, x0, y1, x1), tile_nodes in zip(tile_maps, boxes, nodes):
         ids, inverse = torch.unique(tile_map, return_inverse=True)
         values = torch.tensor(
             [i if i < INSTANCE_OFFSET else
@@ -440,10 +450,13 @@ class TiledPredictor:
         are: :func:`mmeomt.apis.inputs.prepare_inputs` has made them so)."""
         if isinstance(item, np.ndarray):
             return item
-        loader = self.inferencer.pipeline.transforms[0]
-        if not hasattr(loader, 'from_file'):
-            raise TypeError(f'TiledPredictor: the first transform of the inference pipeline '
-                            f'must be mmdet\'s InferencerLoader, got {type(loader).__name__}')
+        # mmdet's DetInferencer turns the config's LoadImageFromFile into an InferencerLoader.
+        loader = next((t for t in self.inferencer.pipeline.transforms
+                       if hasattr(t, 'from_file')), None)
+        if loader is None:
+            raise TypeError('TiledPredictor: the inference pipeline has no image loader '
+                            "(mmdet's InferencerLoader); the config's test pipeline must "
+                            'start with LoadImageFromFile')
         return loader.from_file(dict(img_path=item))['img']
 
     def __call__(self, inputs: Sequence[Union[str, np.ndarray]],
