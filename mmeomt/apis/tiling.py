@@ -47,12 +47,16 @@ Panoptic
     pixel the tile with the most context around it.  Encoding as mmdet's: ``class +
     instance_id * INSTANCE_OFFSET`` for things, ``class`` for stuff, ``num_classes`` for void.
 Memory
-    Only boolean data outlives a tile: each instance piece as the tight box crop of its mask
-    (``O(sum of piece box areas)``), each panoptic tile as its int32 id map (about
+    What outlives a tile is small: each instance piece as the boolean crop of its mask's
+    tight box (``O(sum of piece box areas)``), each panoptic tile as its int32 id map (about
     ``4 * pixels / (1 - overlap)^2`` bytes).  The full-size outputs are what whole-image
     inference returns too: ``(N, H, W)`` bool masks of the kept instances, one ``(H, W)``
     int32 panoptic map (and, while stitching, one int32 distance map).  No float tensor of the
     full image is made.
+Cost
+    About one crop-sized whole-image inference per tile; the merging is a few percent of it
+    (README, "Tiled vs whole image").  Semantic models are not tiled: their inference already
+    slides crop-sized windows along the image (``EoMTInferencer`` refuses ``tiled`` for them).
 """
 from collections import deque
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
