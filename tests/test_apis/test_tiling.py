@@ -10,7 +10,8 @@ What it promises:
   two tiles are not duplicated, two touching objects of one class are not fused, stuff of a
   class is one segment, every pixel is assigned;
 * with a real (tiny, random) model on a synthetic scene, every pixel takes the class of the
-  nearest tile (by centre) that predicts a segment there, void only where no tile does;
+  nearest tile (by centre) that predicts a segment there, void only where no tile does, and
+  the tiles' batch size changes nothing;
 * merging rules on hand-made tiles: IoU inside the shared region, one-to-one, area-weighted
   scores, boxes of the union;
 * bad options are refused with errors naming them; the demo draws tiled predictions.
@@ -249,6 +250,9 @@ def test_panoptic_pixels_take_the_nearest_tile_that_predicts_them(weights, synth
     things = [len(np.unique(t[t >= INSTANCE_OFFSET])) for t in alone]
     tiled_things = len(np.unique(tiled[tiled >= INSTANCE_OFFSET]))
     assert 0 < tiled_things < sum(things)
+    # Batching the tiles changes nothing.
+    one_by_one = inferencer([synthetic_image], tiled=True, batch_size=1)['predictions'][0]
+    assert torch.equal(one_by_one.pred_panoptic_seg.sem_seg, sample.pred_panoptic_seg.sem_seg)
 
 
 def test_instance_outputs_are_whole_image_instances(weights, synthetic_image):
