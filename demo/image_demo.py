@@ -7,6 +7,8 @@ Examples::
     # a folder of images, a config and local weights, on the GPU
     python demo/image_demo.py images/ configs/eomt/eomt_vit-l_8xb2-31e_ade20k-semantic-512.py \\
         --weights pytorch_model.bin --device cuda:0
+    # a large photo at its own resolution: overlapping crop-sized tiles, merged
+    python demo/image_demo.py large.jpg eomt_vit-l_8xb2-12e_coco-panoptic-640 --tiled
 
 One ``<image name>.png`` per image: panoptic segments in their class colours with class names,
 instance masks with labels and scores, or semantic overlays with class names.
@@ -38,6 +40,13 @@ def parse_args(argv=None):
                         help='load a local checkpoint that holds more than tensors (a training '
                         'checkpoint such as work_dirs/.../iter_N.pth) by unpickling it in full; '
                         'only for files you trust')
+    parser.add_argument('--tiled', action='store_true',
+                        help='panoptic and instance models: segment large images in '
+                        'overlapping crop-sized tiles at their own resolution, merged '
+                        '(--batch-size counts tiles)')
+    parser.add_argument('--tile-overlap', type=float, default=0.25,
+                        help='with --tiled: fraction of a tile shared with its neighbour, '
+                        'in [0, 1)')
     return parser.parse_args(argv)
 
 
@@ -47,7 +56,8 @@ def main(argv=None) -> int:
                                 metafile=args.metafile, allow_pickle=args.allow_pickle)
     result = inferencer(args.inputs, out_dir=args.out_dir, batch_size=args.batch_size,
                         pred_score_thr=args.score_thr, opacity=args.opacity,
-                        skip_bad_images=args.skip_bad_images)
+                        skip_bad_images=args.skip_bad_images, tiled=args.tiled,
+                        tile_overlap=args.tile_overlap)
     for path in result['out_files']:
         print(path)
     for item in result['skipped']:

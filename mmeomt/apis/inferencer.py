@@ -22,6 +22,9 @@ ones.  Two small subclasses fit them to EoMT's configs and checkpoints:
     result = inferencer('demo.jpg', out_dir='outputs')
     result['predictions'][0].pred_panoptic_seg   # an mmdet DetDataSample
     result['out_files']                          # ['outputs/demo.png']
+
+``inferencer(images, tiled=True)`` segments images larger than the model's crop in overlapping
+crop-sized tiles at their own resolution and merges them (:mod:`mmeomt.apis.tiling`).
 """
 import copy
 import os
@@ -41,6 +44,7 @@ from mmeomt.models.checkpoint import load_checkpoint_file, load_checkpoint_to_mo
 from mmeomt.registry import INFERENCERS
 from .inputs import prepare_inputs
 from .model_zoo import get_model_info
+from .tiling import DEFAULT_OVERLAP, TiledPredictor, check_overlap
 
 InputsType = Union[str, np.ndarray, Sequence[Union[str, np.ndarray]]]
 # Transforms that read ground truth; an inference pipeline has none to read.
@@ -234,7 +238,8 @@ class EoMTInferencer:
 
     def __call__(self, inputs: InputsType, out_dir: Optional[str] = None, batch_size: int = 1,
                  return_vis: bool = False, pred_score_thr: float = 0.3,
-                 opacity: float = 0.5, skip_bad_images: bool = False) -> dict:
+                 opacity: float = 0.5, skip_bad_images: bool = False, tiled: bool = False,
+                 tile_overlap: float = DEFAULT_OVERLAP) -> dict:
         """Predict and, when asked, visualise.
 
         Args:
@@ -251,6 +256,12 @@ class EoMTInferencer:
                 (listed in ``skipped``) instead of stopping; this decodes every file once
                 more to check it.  Arrays must be ``(H, W[, 1|3|4])`` uint8 or uint16
                 images (:func:`mmeomt.apis.inputs.as_bgr_image`) either way.
+            tiled: panoptic and instance models: segment an image larger than the model's crop
+                in overlapping crop-sized tiles at its own resolution and merge them
+                (:mod:`mmeomt.apis.tiling`); ``batch_size`` then counts tiles.  Semantic models
+                already slide crop-sized windows over the image and refuse it.
+            tile_overlap: with ``tiled``, the fraction of a tile shared with its neighbour,
+                in ``[0, 1)``.
 
         Returns:
             ``predictions``: data samples (mmdet ``DetDataSample`` with ``pred_panoptic_seg``
@@ -260,6 +271,13 @@ class EoMTInferencer:
             None when nothing was drawn; ``out_files``: the PNGs written; ``skipped``:
             ``dict(index, input, reason)`` of each file left out.
         """
+        if tiled:
+            if self.scope != 'mmdet':
+                raise ValueError(
+                    'EoMTInferencer: tiled=True is for panoptic and instance models; semantic '
+                    "models already slide crop-sized windows along the image (test_cfg.mode="
+                    "'window', docs/method.md §6): call without tiled")
+            check_overlap(tile_overlap)
         inferencer = self.inferencer
         inputs = inferencer._inputs_to_list(inputs)
         if not inputs:
@@ -271,11 +289,14 @@ class EoMTInferencer:
                              f'read: {skipped}')
         draw = bool(out_dir) or return_vis
         init_default_scope(self.scope)
-        preds = []
-        for data in inferencer.preprocess(inputs, batch_size=batch_size):
-            if self.scope == 'mmdet':  # mmdet's batches are (original inputs, data)
-                data = data[1]
-            preds.extend(inferencer.forward(data))
+        if tiled:
+            preds = TiledPredictor(inferencer, tile_overlap)(inputs, batch_size=batch_size)
+        else:
+            preds = []
+            for data in inferencer.preprocess(inputs, batch_size=batch_size):
+                if self.scope == 'mmdet':  # mmdet's batches are (original inputs, data)
+                    data = data[1]
+                preds.extend(inferencer.forward(data))
         vis = None
         if draw and self.scope == 'mmdet':
             vis = inferencer.visualize(inputs, preds, return_vis=True, no_save_vis=True,

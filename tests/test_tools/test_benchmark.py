@@ -130,6 +130,33 @@ def test_e2e_times_each_stage_of_both_sides(task, tmp_path, capsys):
     assert ('end-to-end speed-up vs transformers' in printed) == (compare == 'transformers')
 
 
+def test_e2e_tiled_times_tiled_inference_beside_whole_image(tmp_path, capsys):
+    """``--tiled``: a side ``mmeomt-tiled`` whose network inputs are the image's tiles, with
+    the same stages and memory figures; semantic tasks get no tiled side."""
+    pytest.importorskip('skimage')
+    e2e = load_tool('e2e_benchmark')
+    # 96x64 and 64x96: two 64-px tiles each at overlap 0.25 (starts 0 and 32).
+    e2e.write_sample_images(tmp_path / 'images', ['chelsea.png', 'rocket.jpg'], max_side=96)
+    report = load_tool().main([
+        'e2e', '--task', 'instance', '--config', str(TINY_CONFIGS / 'eomt_tiny_instance.py'),
+        '--images', str(tmp_path / 'images'), '--kept', '3', '--threads', '1', '--compare',
+        'none', '--tiled', '--tile-batch-size', '2'])
+    results = report['tasks']['instance']['modes']['fp32']
+    assert list(results) == ['mmeomt', 'mmeomt-tiled']
+    for side, result in results.items():
+        assert 'error' not in result, result.get('log')
+        assert 0 < result['peak_rss_mib'] < 8192
+        for record in result['per_image']:
+            assert record['windows'] == (2 if side == 'mmeomt-tiled' else 1)
+            assert all(record[s] > 0 for s in ('decode', 'forward', 'post'))
+            assert record['decode'] + record['forward'] + record['post'] == pytest.approx(
+                record['total'], rel=1e-6)
+            assert record['segments'] > 0
+    assert 'mmeomt-tiled' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        e2e.parse_args(['--tiled', '1.0'])
+
+
 def test_e2e_reports_a_failed_measurement_and_goes_on(tmp_path, capsys):
     """A side that fails (e.g. torch.compile on a machine without a compiler) is a table line
     with its error, not the end of the run."""

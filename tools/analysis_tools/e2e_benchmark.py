@@ -26,12 +26,18 @@ queries.  (The masks stay random: they overlap, so panoptic fusion drops most se
 Without ``--images``, the real photos bundled with scikit-image are used (15 colour and grey
 images, 300-1411 px).  ``--large`` also times one large photo (by default the largest sample
 photo resized to 2943 x 1435) in a fresh process per side, for its time and peak memory.
+``--tiled`` adds a side ``mmeomt-tiled`` for panoptic and instance models: the same model and
+images through tiled inference at native resolution (:mod:`mmeomt.apis.tiling`); its decode
+stage is the image decoding and the pipeline of every tile, its network forward the sum over
+the tiles, its post-processing the fusion head of every tile and the merging.
 
 Examples::
 
     python tools/analysis_tools/benchmark.py e2e                  # 3 tasks, fp32, EoMT-S
     python tools/analysis_tools/benchmark.py e2e --task panoptic --images DIR --amp --compile
     python tools/analysis_tools/benchmark.py e2e --large --json e2e.json
+    python tools/analysis_tools/benchmark.py e2e --task panoptic instance --large --tiled \
+        --compare none                                            # tiled vs whole image
 """
 import argparse
 import json
@@ -278,6 +284,10 @@ def measure_mmeomt(spec: dict) -> dict:
     model.eomt.forward = network.wrap(core_forward)
     model.data_preprocessor.forward = preprocessor.wrap(model.data_preprocessor.forward)
 
+    if spec.get('tiled') is not None:
+        return time_images(tiled_step(inferencer, spec, network, preprocessor, class_logits),
+                           [Path(p) for p in spec['images']], spec['warmup'])
+
     def step(path: Path) -> dict:
         network.reset()
         preprocessor.reset()
@@ -295,6 +305,36 @@ def measure_mmeomt(spec: dict) -> dict:
                     segments=count_predictions(sample, num_classes))
 
     return time_images(step, [Path(p) for p in spec['images']], spec['warmup'])
+
+
+def tiled_step(inferencer, spec: dict, network: Clock, preprocessor: Clock,
+               class_logits: List[torch.Tensor]) -> Callable[[Path], dict]:
+    """``step`` of :func:`time_images` for tiled inference (``spec['tiled']``: the overlap,
+    ``spec['tile_batch_size']`` tiles per forward); ``network`` and ``preprocessor`` already
+    wrap the core and the data preprocessor."""
+    from mmeomt.apis.tiling import TiledPredictor
+    device, num_classes = spec['device'], inferencer.model.eomt.num_classes
+    predictor = TiledPredictor(inferencer, spec['tiled'])
+    decoder = Clock(device)  # image decoding and every tile's test pipeline
+    predictor.load = decoder.wrap(predictor.load)
+    for transform in inferencer.pipeline.transforms:
+        transform.transform = decoder.wrap(transform.transform)
+
+    def step(path: Path) -> dict:
+        for clock in (network, preprocessor, decoder):
+            clock.reset()
+        class_logits.clear()
+        start = now(device)
+        sample = predictor([str(path)], batch_size=spec['tile_batch_size'])[0]
+        end = now(device)
+        windows = torch.cat(class_logits)
+        decode = decoder.seconds + preprocessor.seconds
+        return dict(decode=decode, forward=network.seconds,
+                    post=end - start - decode - network.seconds, total=end - start,
+                    windows=len(windows), kept=confident_queries(windows, spec['threshold']),
+                    segments=count_predictions(sample, num_classes))
+
+    return step
 
 
 def count_predictions(sample, num_classes: int) -> int:
@@ -347,7 +387,8 @@ def measure_transformers(spec: dict) -> dict:
 # ------------------------------------------------------------------------------------------
 # Orchestration
 # ------------------------------------------------------------------------------------------
-SIDES = {'mmeomt': measure_mmeomt, 'transformers': measure_transformers}
+SIDES = {'mmeomt': measure_mmeomt, 'mmeomt-tiled': measure_mmeomt,
+         'transformers': measure_transformers}
 
 
 def run_sides(spec: dict, sides: List[str], mode: str, images: List[str]) -> Dict[str, dict]:
@@ -356,8 +397,10 @@ def run_sides(spec: dict, sides: List[str], mode: str, images: List[str]) -> Dic
     results = {}
     for side in sides:
         env = reference_env() if side == 'transformers' else None
-        command = [sys.executable, __file__, '--worker',
-                   json.dumps(dict(spec, side=side, mode=mode, images=images))]
+        side_spec = dict(spec, side=side, mode=mode, images=images)
+        if side != 'mmeomt-tiled':
+            side_spec['tiled'] = None
+        command = [sys.executable, __file__, '--worker', json.dumps(side_spec)]
         try:
             results[side] = run_json(command, env=env)
         except RuntimeError as error:
@@ -420,7 +463,7 @@ def print_table(title: str, results: Dict[str, dict]) -> None:
     sides = [s for s in sides if s not in failed]
     if not sides:
         return
-    both = len(sides) == 2
+    both = len(sides) == 2  # a ratio column: first side / second side
     print(f'  {"median ms per image":<24}' + ''.join(f'{s:>14}' for s in sides) +
           (f'{"ratio":>9}' if both else ''))
     rows = [(STAGE_NAMES[s], [results[side]['ms'][s] for side in sides]) for s in STAGES]
@@ -435,7 +478,7 @@ def print_table(title: str, results: Dict[str, dict]) -> None:
     overhead = ', '.join(f'{side} {100 * (m["decode"] + m["post"]) / m["forward"]:.1f} %'
                          for side, m in ms.items())
     print(f'  post-processing + pipeline as % of forward: {overhead}')
-    if both:
+    if 'transformers' in ms and 'mmeomt' in ms:
         speedup = ms['transformers']['total'] / ms['mmeomt']['total']
         print(f'  end-to-end speed-up vs transformers: x{speedup:.2f}')
 
@@ -470,10 +513,18 @@ def parse_args(argv=None):
                         help='also time one large image (default: the largest photo resized '
                         f'to {LARGE_SIZE[0]}x{LARGE_SIZE[1]}), fresh process per side')
     parser.add_argument('--compare', choices=['transformers', 'none'], default='transformers')
+    parser.add_argument('--tiled', nargs='?', type=float, const=0.25, metavar='OVERLAP',
+                        help='panoptic and instance: also time tiled inference at native '
+                        'resolution (side mmeomt-tiled), tiles overlapping by OVERLAP '
+                        '(default 0.25)')
+    parser.add_argument('--tile-batch-size', type=int, default=1,
+                        help='with --tiled: tiles per network forward')
     parser.add_argument('--json', help='also write the results to this JSON file')
     args = parser.parse_args(argv)
     if args.config and len(args.task) != 1:
         parser.error('--config needs exactly one --task')
+    if args.tiled is not None and not 0 <= args.tiled < 1:
+        parser.error(f'--tiled: the overlap must be in [0, 1), got {args.tiled}')
     return args
 
 
@@ -507,11 +558,16 @@ def main(argv=None) -> dict:
                   f'{f" with {overrides}" if overrides else ""} ({prepared["model"]}); '
                   f'class head fitted for {args.kept} confident queries')
             entry = report['tasks'][task] = dict(prepared, modes={}, large={})
+            task_sides = sides
+            if args.tiled is not None and task != 'semantic':  # semantic slides windows
+                task_sides = sides[:1] + ['mmeomt-tiled'] + sides[1:]
+                spec.update(tiled=args.tiled, tile_batch_size=args.tile_batch_size)
             for mode in modes:
-                entry['modes'][mode] = run_sides(spec, sides, mode, [str(p) for p in images])
+                entry['modes'][mode] = run_sides(spec, task_sides, mode,
+                                                 [str(p) for p in images])
                 print_table(f'{task}, {mode}, {len(images)} images:', entry['modes'][mode])
                 if large is not None:
-                    entry['large'][mode] = run_sides(spec, sides, mode, [str(large)])
+                    entry['large'][mode] = run_sides(spec, task_sides, mode, [str(large)])
                     print_table(f'{task}, {mode}, one large image ({large.name}):',
                                 entry['large'][mode])
     if args.json:
