@@ -79,6 +79,8 @@ if __name__ == '__main__':
         extras_require={
             'mim': parse_requirements('mminstall'),
             'tests': parse_requirements('tests'),
+            # ONNX export and the ONNX Runtime backend (imported only when used)
+            'deploy': parse_requirements('deploy'),
         },
         zip_safe=False,
     )
