@@ -12,7 +12,9 @@ ones.  Two small subclasses fit them to EoMT's configs and checkpoints:
 
 Weights load through mmengine's checkpoint loading, so URLs are cached per URL
 (:mod:`mmeomt.utils.hub`) and the authors' format is converted on load
-(:mod:`mmeomt.models.checkpoint`).
+(:mod:`mmeomt.models.checkpoint`).  With ``backend='onnxruntime'`` the core is an exported
+``.onnx`` file run by ONNX Runtime (:mod:`mmeomt.deployment.runtime`); pipeline,
+post-processing and visualisation stay the same code.
 
 :class:`EoMTInferencer` picks the right one from the config and resolves model-zoo names
 (:mod:`mmeomt.apis.model_zoo`)::
@@ -38,6 +40,7 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from mmseg.apis import MMSegInferencer
 from torch import nn
 
+from mmeomt.deployment.runtime import OnnxEoMT, onnx_backend_config
 from mmeomt.registry import INFERENCERS
 from .inputs import prepare_inputs
 from .model_zoo import get_model_info
@@ -76,11 +79,15 @@ def drop_empty_panoptic(sample, num_classes: int):
     return sample
 
 
-def _load_weights(model: nn.Module, checkpoint: Optional[dict]) -> None:
+def _load_weights(model: nn.Module, checkpoint: Optional[dict]) -> Optional[dict]:
+    """Load ``checkpoint``; returns what holds the class names (for :func:`_dataset_meta`)."""
+    if isinstance(getattr(model, 'eomt', None), OnnxEoMT):  # the weights are in the ONNX file
+        return model.eomt.checkpoint_meta
     if checkpoint is None:
         warnings.warn('No weights given: the predictions come from a randomly initialised model')
     else:
         _load_checkpoint_to_model(model, checkpoint)
+    return checkpoint
 
 
 @INFERENCERS.register_module()
@@ -102,7 +109,7 @@ class EoMTDetInferencer(DetInferencer):
 
     def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
                                cfg: Config) -> None:
-        _load_weights(model, checkpoint)
+        checkpoint = _load_weights(model, checkpoint)
         model.dataset_meta = _dataset_meta(cfg, checkpoint)
         if self.palette != 'none':
             model.dataset_meta['palette'] = self.palette
@@ -139,7 +146,7 @@ class EoMTSegInferencer(MMSegInferencer):
 
     def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
                                cfg: Config) -> None:
-        _load_weights(model, checkpoint)
+        checkpoint = _load_weights(model, checkpoint)
         meta = _dataset_meta(cfg, checkpoint)
         # The visualiser takes exactly these two.
         model.dataset_meta = dict(classes=meta.get('classes'), palette=meta.get('palette'))
@@ -166,6 +173,13 @@ class EoMTInferencer:
         device: e.g. ``'cpu'``, ``'cuda:0'``; None picks the available accelerator.
         metafile: model index or metafile to resolve names from (default: mmeomt's own).
         show_progress: show a progress bar.
+        backend: ``'pytorch'``, or ``'onnxruntime'`` to run the network from ``weights``, an
+            ``.onnx`` file of ``tools/deployment/export_onnx.py`` exported from this config
+            (checked against it); the rest is the PyTorch path's code, with the same results.
+        providers: ONNX Runtime execution providers, e.g. ``'cuda'`` or
+            ``['TensorrtExecutionProvider', 'CUDAExecutionProvider']`` (default: the CPU, or
+            CUDA for a GPU ``device``); those the installed onnxruntime lacks are left out with
+            a warning (:func:`mmeomt.deployment.resolve_providers`).
 
     The config's ``default_scope`` picks the host inferencer: :class:`EoMTDetInferencer`
     (``'mmdet'``: panoptic, instance) or :class:`EoMTSegInferencer` (``'mmseg'``: semantic),
@@ -174,7 +188,8 @@ class EoMTInferencer:
 
     def __init__(self, model: Union[str, Config, dict], weights: Optional[str] = None,
                  device: Optional[str] = None, metafile: Optional[str] = None,
-                 show_progress: bool = False) -> None:
+                 show_progress: bool = False, backend: str = 'pytorch',
+                 providers=None) -> None:
         self.model_info = None
         if isinstance(model, str) and not osp.isfile(model):
             try:
@@ -185,6 +200,12 @@ class EoMTInferencer:
             model = self.model_info['config']
             weights = weights if weights is not None else self.model_info['weights']
         cfg = _load_config(model)
+        self.backend, self.weights = backend, weights
+        if backend == 'onnxruntime':
+            cfg, weights = onnx_backend_config(cfg, weights, providers, device=device), None
+        elif backend != 'pytorch' or providers is not None:
+            raise ValueError(f"EoMTInferencer: backend must be 'pytorch' or 'onnxruntime' "
+                             f"(providers only with 'onnxruntime'), got {backend!r}")
         scope = cfg.get('default_scope')
         if scope == 'mmdet':
             self.inferencer = EoMTDetInferencer(cfg, weights, device,
@@ -196,7 +217,6 @@ class EoMTInferencer:
             raise ValueError(f"EoMTInferencer: the config's default_scope must be 'mmdet' "
                              f"(panoptic, instance) or 'mmseg' (semantic), got {scope!r}")
         self.scope = scope
-        self.weights = weights
 
     @property
     def dataset_meta(self) -> dict:
