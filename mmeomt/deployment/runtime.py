@@ -85,7 +85,8 @@ def make_session(file: str, providers=None, num_threads: Optional[int] = None,
     """An ``onnxruntime.InferenceSession`` of ``file`` set up as PyTorch runs on the CPU.
 
     All graph optimisations on, ``num_threads`` (default: torch's) intra-op threads and one
-    inter-op thread, so that ONNX Runtime and PyTorch use the same cores.
+    inter-op thread, so that ONNX Runtime and PyTorch use the same cores, without spin-waiting
+    between runs.
 
     Raises:
         ValueError: ONNX Runtime cannot load ``file`` (not an ONNX model, or truncated).
@@ -96,6 +97,9 @@ def make_session(file: str, providers=None, num_threads: Optional[int] = None,
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = num_threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # ONNX Runtime's threads spin-wait after a run by default, taking the cores from the
+    # post-processing that follows it in the same process.
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     wanted = resolve_providers(providers, device)
     try:
         session = ort.InferenceSession(str(file), options, providers=wanted)
