@@ -1,6 +1,6 @@
 """Export the EoMT core at inference to ONNX.
 
-What is exported is the network of ``docs/method.md §1`` as it runs at inference (§6): masked
+What is exported is the network of ``docs/method.md`` §1 as it runs at inference (§2, §6): masked
 attention off (the released models annealed it to probability 0, so the intermediate mask
 modules are skipped), only the final prediction set.  Normalised images ``(B, 3, H, W)`` in,
 mask logits ``(B, Q, H/4, W/4)`` and class logits ``(B, Q, C + 1)`` out.  Decoding, resizing,

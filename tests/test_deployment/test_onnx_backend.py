@@ -18,9 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TESTS, TASKS, images, task_config
-from mmeomt.apis import EoMTInferencer
-from mmeomt.deployment import OnnxEoMT, resolve_providers
+pytest.importorskip('onnxruntime')
+pytest.importorskip('onnxscript')
+
+from deploy_helpers import TESTS, TASKS, images, task_config  # noqa: E402
+from mmeomt.apis import EoMTInferencer  # noqa: E402
+from mmeomt.deployment import OnnxEoMT, resolve_providers  # noqa: E402
 
 
 def run(cfg_file, weights, backend='pytorch', batch_size=1, **kwargs):
@@ -138,7 +141,7 @@ def test_an_input_the_file_cannot_take_is_refused(exported):
 def test_a_fixed_batch_file_runs_any_batch_in_pieces(tmp_path):
     """(Exported at opset 17, which works at the training crop.)"""
     import onnx
-    from conftest import make_model
+    from deploy_helpers import make_model
     from mmeomt.deployment import export_onnx
     model = make_model('instance')
     out = tmp_path / 'static.onnx'

@@ -16,14 +16,17 @@ import importlib
 import json
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
-from conftest import TESTS, make_model, save_checkpoint, task_config
-from mmeomt.deployment import export_core, export_onnx, make_session
-from mmeomt.deployment import export as export_module
-from mmeomt.deployment.metadata import METADATA_KEYS, decode_metadata, require
+onnx = pytest.importorskip('onnx')
+pytest.importorskip('onnxruntime')
+pytest.importorskip('onnxscript')
+
+from deploy_helpers import TESTS, make_model, save_checkpoint, task_config  # noqa: E402
+from mmeomt.deployment import export_core, export_onnx, make_session  # noqa: E402
+from mmeomt.deployment import export as export_module  # noqa: E402
+from mmeomt.deployment.metadata import METADATA_KEYS, decode_metadata, require  # noqa: E402
 
 
 def tool():
