@@ -80,6 +80,8 @@ if __name__ == '__main__':
             'mim': parse_requirements('mminstall'),
             'tests': parse_requirements('tests'),
             'optional': parse_requirements('optional'),
+            # ONNX export and the ONNX Runtime backend (imported only when used)
+            'deploy': parse_requirements('deploy'),
         },
         zip_safe=False,
     )

@@ -9,6 +9,9 @@ Examples::
         --weights pytorch_model.bin --device cuda:0
     # a large photo at its own resolution: overlapping crop-sized tiles, merged
     python demo/image_demo.py large.jpg eomt_vit-l_8xb2-12e_coco-panoptic-640 --tiled
+    # the network from an ONNX export (tools/deployment/export_onnx.py), run by ONNX Runtime
+    python demo/image_demo.py demo.jpg eomt_vit-l_8xb2-12e_coco-panoptic-640 \\
+        --weights eomt_l_coco_panoptic_640.onnx --backend onnxruntime
 
 One ``<image name>.png`` per image: panoptic segments in their class colours with class names,
 instance masks with labels and scores, or semantic overlays with class names.
@@ -25,7 +28,14 @@ def parse_args(argv=None):
     parser.add_argument('model', help='model-zoo name or alias (tools/download.py --list), '
                         'or a config file')
     parser.add_argument('--weights', default=None,
-                        help='checkpoint path or URL (default: the model zoo\'s for a name)')
+                        help='checkpoint path or URL (default: the model zoo\'s for a name); '
+                        'with --backend onnxruntime an exported .onnx file')
+    parser.add_argument('--backend', default='pytorch', choices=['pytorch', 'onnxruntime'],
+                        help='what runs the network (pre- and post-processing are the same)')
+    parser.add_argument('--providers', nargs='+', default=None,
+                        help='ONNX Runtime execution providers in order, e.g. cuda cpu or '
+                        'TensorrtExecutionProvider CUDAExecutionProvider (default: the CPU, or '
+                        'CUDA for a GPU --device)')
     parser.add_argument('--out-dir', default='outputs', help='where the PNGs go')
     parser.add_argument('--device', default=None, help='e.g. cpu, cuda:0 (default: auto)')
     parser.add_argument('--metafile', default=None, help='model index to resolve names from')
@@ -53,7 +63,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     inferencer = EoMTInferencer(args.model, weights=args.weights, device=args.device,
-                                metafile=args.metafile, allow_pickle=args.allow_pickle)
+                                metafile=args.metafile, allow_pickle=args.allow_pickle,
+                                backend=args.backend, providers=args.providers)
     result = inferencer(args.inputs, out_dir=args.out_dir, batch_size=args.batch_size,
                         pred_score_thr=args.score_thr, opacity=args.opacity,
                         skip_bad_images=args.skip_bad_images, tiled=args.tiled,

@@ -20,7 +20,8 @@ from mmengine.registry import RUNNERS as MMENGINE_RUNNERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
-MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmeomt', locations=['mmeomt.models'])
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmeomt',
+                  locations=['mmeomt.models', 'mmeomt.deployment'])
 MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='mmeomt',
                           locations=['mmeomt.engine'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmeomt', locations=['mmeomt.engine'])

@@ -81,6 +81,7 @@ say "installing cached mmcv from $wheel_dir"
 "${PIP[@]}" install -q -r "$ROOT/requirements/mminstall.txt" -r "$ROOT/requirements/runtime.txt" \
   -r "$ROOT/requirements/tests.txt"
 "${PIP[@]}" install -q -r "$ROOT/requirements/benchmark.txt" -r "$ROOT/requirements/optional.txt"
+"${PIP[@]}" install -q -r "$ROOT/requirements/deploy.txt"
 "${PIP[@]}" install -q --no-deps -r "$ROOT/requirements/mim.txt"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
 
@@ -98,6 +99,7 @@ say "checking imports"
 import mmcv, mmcv.ops, torch, torchvision
 import mmdet.models, mmseg.models, mmpretrain.models
 import mmeomt
+import onnx, onnxruntime, onnxscript  # requirements/deploy.txt: ONNX export and backend
 from mmcv.ops import nms
 import torch
 nms(torch.rand(4, 4) * 10, torch.rand(4), 0.5)

@@ -8,11 +8,13 @@ ones.  Two small subclasses fit them to EoMT's configs and checkpoints:
   otherwise from the config's test dataset (the authors' checkpoints carry no metadata; the
   host inferencers would fall back to COCO's or Cityscapes' classes);
 * annotation loading is dropped from the test pipeline (the EoMT test pipelines load ground
-  truth for evaluation, which plain images do not have).
-
+  truth for evaluation, which plain images do not have);
 * weights are read by mmeomt's loading policy (URLs cached per URL, weights-only unpickling
   unless ``allow_pickle=True``) and loaded strictly, converted from the authors' and
   transformers' formats on load (:mod:`mmeomt.models.checkpoint`).
+* with ``backend='onnxruntime'`` the core is an exported ``.onnx`` file run by ONNX Runtime
+  (:mod:`mmeomt.deployment.runtime`); pipeline, post-processing and visualisation stay the same
+  code.
 
 :class:`EoMTInferencer` picks the right one from the config and resolves model-zoo names
 (:mod:`mmeomt.apis.model_zoo`)::
@@ -41,6 +43,7 @@ from mmseg.apis import MMSegInferencer
 from torch import nn
 
 from mmeomt.models.checkpoint import load_checkpoint_file, load_checkpoint_to_model
+from mmeomt.deployment.runtime import OnnxEoMT, onnx_backend_config
 from mmeomt.registry import INFERENCERS
 from .inputs import prepare_inputs
 from .model_zoo import get_model_info
@@ -80,11 +83,17 @@ def drop_empty_panoptic(sample, num_classes: int):
     return sample
 
 
-def _load_weights(model: nn.Module, checkpoint: Optional[dict], weights: Optional[str]) -> None:
+def _load_weights(model: nn.Module, checkpoint: Optional[dict],
+                  weights: Optional[str]) -> Optional[dict]:
+    """Load ``checkpoint`` strictly; returns what holds the class names (for
+    :func:`_dataset_meta`)."""
+    if isinstance(getattr(model, 'eomt', None), OnnxEoMT):  # the weights are in the ONNX file
+        return model.eomt.checkpoint_meta
     if checkpoint is None:
         warnings.warn('No weights given: the predictions come from a randomly initialised model')
     else:
         load_checkpoint_to_model(model, checkpoint, strict=True, filename=str(weights))
+    return checkpoint
 
 
 class _EoMTWeights:
@@ -127,7 +136,7 @@ class EoMTDetInferencer(_EoMTWeights, DetInferencer):
 
     def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
                                cfg: Config) -> None:
-        _load_weights(model, checkpoint, self.weights)
+        checkpoint = _load_weights(model, checkpoint, self.weights)
         model.dataset_meta = _dataset_meta(cfg, checkpoint)
         if self.palette != 'none':
             model.dataset_meta['palette'] = self.palette
@@ -167,7 +176,7 @@ class EoMTSegInferencer(_EoMTWeights, MMSegInferencer):
 
     def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
                                cfg: Config) -> None:
-        _load_weights(model, checkpoint, self.weights)
+        checkpoint = _load_weights(model, checkpoint, self.weights)
         meta = _dataset_meta(cfg, checkpoint)
         # The visualiser takes exactly these two.
         model.dataset_meta = dict(classes=meta.get('classes'), palette=meta.get('palette'))
@@ -197,6 +206,13 @@ class EoMTInferencer:
         allow_pickle: a local checkpoint that holds more than tensors (an mmengine training
             checkpoint, ``work_dirs/.../iter_N.pth``) is unpickled in full, with a warning,
             instead of refused; only for files you trust.  Never applies to URLs.
+        backend: ``'pytorch'``, or ``'onnxruntime'`` to run the network from ``weights``, an
+            ``.onnx`` file of ``tools/deployment/export_onnx.py`` exported from this config
+            (checked against it); the rest is the PyTorch path's code, with the same results.
+        providers: ONNX Runtime execution providers, e.g. ``'cuda'`` or
+            ``['TensorrtExecutionProvider', 'CUDAExecutionProvider']`` (default: the CPU, or
+            CUDA for a GPU ``device``); those the installed onnxruntime lacks are left out with
+            a warning (:func:`mmeomt.deployment.resolve_providers`).
 
     The config's ``default_scope`` picks the host inferencer: :class:`EoMTDetInferencer`
     (``'mmdet'``: panoptic, instance) or :class:`EoMTSegInferencer` (``'mmseg'``: semantic),
@@ -205,7 +221,8 @@ class EoMTInferencer:
 
     def __init__(self, model: Union[str, Config, dict], weights: Optional[str] = None,
                  device: Optional[str] = None, metafile: Optional[str] = None,
-                 show_progress: bool = False, allow_pickle: bool = False) -> None:
+                 show_progress: bool = False, allow_pickle: bool = False,
+                 backend: str = 'pytorch', providers=None) -> None:
         self.model_info = None
         if isinstance(model, str) and not osp.isfile(model):
             try:
@@ -216,6 +233,12 @@ class EoMTInferencer:
             model = self.model_info['config']
             weights = weights if weights is not None else self.model_info['weights']
         cfg = _load_config(model)
+        self.backend, self.weights = backend, weights
+        if backend == 'onnxruntime':
+            cfg, weights = onnx_backend_config(cfg, weights, providers, device=device), None
+        elif backend != 'pytorch' or providers is not None:
+            raise ValueError(f"EoMTInferencer: backend must be 'pytorch' or 'onnxruntime' "
+                             f"(providers only with 'onnxruntime'), got {backend!r}")
         scope = cfg.get('default_scope')
         if scope == 'mmdet':
             self.inferencer = EoMTDetInferencer(cfg, weights, device,
@@ -229,7 +252,6 @@ class EoMTInferencer:
             raise ValueError(f"EoMTInferencer: the config's default_scope must be 'mmdet' "
                              f"(panoptic, instance) or 'mmseg' (semantic), got {scope!r}")
         self.scope = scope
-        self.weights = weights
 
     @property
     def dataset_meta(self) -> dict:

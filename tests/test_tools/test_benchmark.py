@@ -214,3 +214,35 @@ def test_transformers_loads_the_converted_weights_and_predicts_as_ours(tmp_path)
     assert out['missing'] == ['criterion.empty_weight'] and out['unexpected'] == []
     torch.testing.assert_close(out['masks'], mask_logits[-1], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out['classes'], class_logits[-1], rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_runtime_is_timed_beside_pytorch_fp32_and_bf16(capsys):
+    pytest.importorskip('onnxruntime')
+    results = load_tool().main(['--arch', 'small', '--img-size', '32', '--num-queries', '4',
+                                '--warmup', '0', '--iters', '1', '--threads', '1', '--onnx'])
+    assert [r['name'] for r in results] == [
+        'mmeomt fp32', 'mmeomt bf16 autocast',
+        'onnxruntime fp32, opset 18 (CPUExecutionProvider)']
+    assert all(r['ms_per_image'] > 0 for r in results)
+    assert 'fp32 / bf16 / ONNX Runtime' in capsys.readouterr().out
+
+
+def test_e2e_onnx_mode_runs_our_side_through_onnx_runtime(tmp_path, capsys):
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('skimage')
+    e2e = load_tool('e2e_benchmark')
+    e2e.write_sample_images(tmp_path / 'images', ['chelsea.png', 'rocket.jpg'], max_side=96)
+    report = load_tool().main([
+        'e2e', '--task', 'semantic', '--config', str(TINY_CONFIGS / 'eomt_tiny_semantic.py'),
+        '--images', str(tmp_path / 'images'), '--kept', '3', '--threads', '1',
+        '--compare', 'none', '--onnx'])
+    modes = report['tasks']['semantic']['modes']
+    assert list(modes) == ['fp32', 'onnxruntime']
+    assert list(modes['onnxruntime']) == ['mmeomt']  # transformers has no ONNX side
+    fp32, ort = modes['fp32']['mmeomt'], modes['onnxruntime']['mmeomt']
+    assert 'error' not in ort, ort.get('log')
+    assert ort['ms']['forward'] > 0
+    # the same weights, the same outputs: classes present, windows and confident queries
+    for key in ('segments', 'windows', 'kept'):
+        assert [r[key] for r in ort['per_image']] == [r[key] for r in fp32['per_image']]
+    assert 'semantic, mmeomt per mode' in capsys.readouterr().out

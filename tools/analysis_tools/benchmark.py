@@ -6,7 +6,10 @@ and images per second.  ``--compare transformers`` builds ``EomtForUniversalSegm
 same size from ``.venv/reference`` in a subprocess (transformers must not share a process with
 mmpretrain) and times it the same way, so the two figures are comparable as a ratio even on a
 shared, noisy machine.  ``--masked`` also times our model with masked attention on (every block
-at probability 1): the cost EoMT avoids at inference.
+at probability 1): the cost EoMT avoids at inference.  ``--onnx`` exports the same weights to
+ONNX (``mmeomt.deployment``, into a temporary folder) and times ONNX Runtime (CPU execution
+provider, the backend's session options: all graph optimisations, as many intra-op threads as
+torch) beside PyTorch fp32 and bfloat16 autocast, in the same run.
 
 Subcommands (a first argument naming one, see :data:`SUBCOMMANDS`) run other benchmarks:
 ``e2e`` times image file -> segments per stage (``e2e_benchmark.py``), ``train`` a full training
@@ -16,6 +19,7 @@ Examples::
 
     python tools/analysis_tools/benchmark.py --arch small --img-size 640 --compare transformers
     python tools/analysis_tools/benchmark.py --arch large --device cuda --amp --batch-size 8
+    python tools/analysis_tools/benchmark.py --arch small --img-size 640 --onnx
     python tools/analysis_tools/benchmark.py e2e --task panoptic --amp
     python tools/analysis_tools/benchmark.py train --compare-old-loss --compare-old-optim
 """
@@ -133,6 +137,40 @@ def time_transformers(args) -> List[float]:
         os.remove(f.name)
 
 
+def time_pytorch_and_onnx(model: torch.nn.Module, images: torch.Tensor,
+                          args) -> List[Dict[str, float]]:
+    """PyTorch fp32, bf16 autocast and ONNX Runtime (per opset) on the same weights, interleaved
+    round by round so that a change of machine load hits every row alike."""
+    from mmeomt.deployment import DEFAULT_OPSET, export_core, make_session
+    from mmeomt.deployment.metadata import INPUT_NAME
+    device = images.device.type
+    rows = {'mmeomt fp32': lambda x: model(x)}
+
+    def bf16(x):
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return model(x)
+
+    rows['mmeomt bf16 autocast'] = bf16
+    providers = ['CUDAExecutionProvider'] if device == 'cuda' else ['CPUExecutionProvider']
+    with tempfile.TemporaryDirectory(prefix='eomt_onnx_') as tmp:
+        for opset in args.opset or [DEFAULT_OPSET]:
+            path = os.path.join(tmp, f'eomt_opset{opset}.onnx')
+            diffs = export_core(model.cpu(), path, (args.img_size, args.img_size), opset=opset)[0]
+            print(f'opset {opset}: ONNX Runtime vs PyTorch max abs diff: mask logits '
+                  f'{diffs["mask_logits"]:.2g}, class logits {diffs["class_logits"]:.2g}')
+            session = make_session(path, providers=providers, num_threads=args.threads)
+            rows[f'onnxruntime fp32, opset {opset} ({session.get_providers()[0]})'] = \
+                lambda x, s=session: s.run(None, {INPUT_NAME: x.cpu().numpy()})
+        model.to(images.device)
+        times = {name: [] for name in rows}
+        for name, forward in rows.items():  # warm-up
+            time_forward(forward, images, args.warmup, 1)
+        for _ in range(args.iters):
+            for name, forward in rows.items():
+                times[name] += time_forward(forward, images, 0, 1)
+    return [summary(name, t, args.batch_size) for name, t in times.items()]
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--arch', default='small', choices=sorted(NUM_BLOCKS))
@@ -148,6 +186,12 @@ def parse_args(argv=None):
     parser.add_argument('--masked', action='store_true',
                         help='also time masked attention on (probability 1 in every block)')
     parser.add_argument('--compare', choices=['transformers'], default=None)
+    parser.add_argument('--onnx', action='store_true',
+                        help='also time ONNX Runtime on the same weights, and PyTorch in both '
+                        'fp32 and bf16 autocast (then --amp only sets the transformers run)')
+    parser.add_argument('--opset', type=int, nargs='+', default=None,
+                        help='--onnx: the opsets to export and time (default: the exporter\'s '
+                        'default)')
     parser.add_argument('--json', help='also write the results to this JSON file')
     args = parser.parse_args(argv)
     if args.img_size % 16:
@@ -179,8 +223,11 @@ def forward_main(argv=None) -> List[Dict[str, float]]:
 
     results = []
     model.attn_mask_probs.zero_()
-    results.append(summary('mmeomt', time_forward(forward, images, args.warmup, args.iters),
-                           args.batch_size))
+    if args.onnx:
+        results += time_pytorch_and_onnx(model, images, args)
+    else:
+        results.append(summary('mmeomt', time_forward(forward, images, args.warmup, args.iters),
+                               args.batch_size))
     if args.masked:
         model.attn_mask_probs.fill_(1.0)
         results.append(summary('mmeomt, masked attention on',
@@ -190,12 +237,15 @@ def forward_main(argv=None) -> List[Dict[str, float]]:
         results.append(summary('transformers EomtForUniversalSegmentation',
                                time_transformers(args), args.batch_size))
 
+    precision = 'fp32 / bf16 / ONNX Runtime' if args.onnx else \
+        'bf16 autocast' if args.amp else 'fp32'
     print(f'EoMT-{args.arch[0].upper()} {args.img_size}x{args.img_size}, batch '
-          f'{args.batch_size}, {args.device} ({args.threads} threads), '
-          f'{"bf16 autocast" if args.amp else "fp32"}, median of {args.iters}:')
+          f'{args.batch_size}, {args.device} ({args.threads} threads), {precision}, median of '
+          f'{args.iters}:')
     base = results[0]['ms_per_image']
+    width = max(45, *(len(r['name']) for r in results))
     for r in results:
-        print(f'  {r["name"]:<45} {r["ms_per_image"]:9.1f} ms/img  {r["fps"]:8.2f} img/s  '
+        print(f'  {r["name"]:<{width}} {r["ms_per_image"]:9.1f} ms/img  {r["fps"]:8.2f} img/s  '
               f'x{r["ms_per_image"] / base:.2f}')
     if args.json:
         with open(args.json, 'w') as f:

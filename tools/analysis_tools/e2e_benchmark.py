@@ -1,13 +1,15 @@
 """End-to-end inference speed: image file -> segments, per stage, mmeomt vs transformers' EoMT.
 
 Run as ``benchmark.py e2e``.  For each task (panoptic, instance, semantic) and mode (fp32;
-bfloat16 autocast with ``--amp``; ``torch.compile`` of the network with ``--compile``) it times,
-per image of a folder, after warm-up:
+bfloat16 autocast with ``--amp``; ``torch.compile`` of the network with ``--compile``; the
+network exported to ONNX and run by ONNX Runtime's CPU execution provider with ``--onnx``,
+ours only) it times, per image of a folder, after warm-up:
 
 * **decode + pipeline**: reading the file and the config's test pipeline, plus the data
   preprocessor's normalisation (which runs inside ``model.test_step``);
 * **network forward**: the EoMT core, timed by wrapping ``model.eomt.forward`` with an
-  accumulating clock (a semantic image runs several windows: their time is summed);
+  accumulating clock (a semantic image runs several windows: their time is summed); with
+  ``--onnx`` the core is :class:`~mmeomt.deployment.OnnxEoMT`, timed the same way;
 * **post-processing**: the rest of the model's predict (upsampling, fusion / windows merging);
 
 and prints the median ms per image of each stage and of the total.  Our side runs through
@@ -38,6 +40,7 @@ Examples::
     python tools/analysis_tools/benchmark.py e2e --large --json e2e.json
     python tools/analysis_tools/benchmark.py e2e --task panoptic instance --large --tiled \
         --compare none                                            # tiled vs whole image
+    python tools/analysis_tools/benchmark.py e2e --amp --onnx --compare none   # fp32, bf16, ORT
 """
 import argparse
 import json
@@ -265,7 +268,12 @@ def fit_class_head(inferencer, images: List[Path], kept: int) -> List[int]:
 def measure_mmeomt(spec: dict) -> dict:
     from mmeomt.apis import EoMTInferencer
     cfg = load_config(spec['config'], spec['overrides'])
-    inferencer = EoMTInferencer(cfg, weights=spec['checkpoint'], device=spec['device']).inferencer
+    if spec['mode'] == 'onnxruntime':
+        inferencer = EoMTInferencer(cfg, weights=spec['onnx'], device=spec['device'],
+                                    backend='onnxruntime').inferencer
+    else:
+        inferencer = EoMTInferencer(cfg, weights=spec['checkpoint'],
+                                    device=spec['device']).inferencer
     model, device = inferencer.model, spec['device']
     num_classes = model.eomt.num_classes
     network, preprocessor = Clock(device), Clock(device)
@@ -425,6 +433,11 @@ def prepare_task(task: str, args, images: List[Path], work_dir: Path) -> dict:
     labels = fit_class_head(inferencer, images, args.kept)
     checkpoint = work_dir / f'{task}.pth'
     atomic_torch_save(dict(state_dict=model.state_dict(), meta={}), str(checkpoint))
+    onnx_file = None
+    if args.onnx:
+        from mmeomt.deployment import export_onnx
+        onnx_file = str(work_dir / f'{task}.onnx')
+        export_onnx(model, onnx_file)  # the test pipeline's input size, any batch size
     hf_weights = work_dir / f'{task}_transformers.pt'
     torch.save(eomt_to_transformers(model.eomt.state_dict()), hf_weights)
 
@@ -450,7 +463,8 @@ def prepare_task(task: str, args, images: List[Path], work_dir: Path) -> dict:
         f'queries, {model.eomt.num_classes} classes, crop {crop}',
         spec=dict(task=task, device=args.device, threads=args.threads, warmup=args.warmup,
                   threshold=threshold, config=config, overrides=overrides,
-                  checkpoint=str(checkpoint), hf_config=transformers_config(model.eomt),
+                  checkpoint=str(checkpoint), onnx=onnx_file,
+                  hf_config=transformers_config(model.eomt),
                   hf_weights=str(hf_weights), processor=processor, post=post))
 
 
@@ -483,6 +497,18 @@ def print_table(title: str, results: Dict[str, dict]) -> None:
         print(f'  end-to-end speed-up vs transformers: x{speedup:.2f}')
 
 
+def print_modes(title: str, modes: Dict[str, Dict[str, dict]]) -> None:
+    """Our side's median forward and total per mode (fp32, amp, compile, onnxruntime)."""
+    print(f'\n{title}')
+    ok = {m: r['mmeomt'] for m, r in modes.items() if 'error' not in r.get('mmeomt', {'error': 1})}
+    if not ok:
+        return
+    print(f'  {"median ms per image":<24}' + ''.join(f'{m:>14}' for m in ok))
+    for stage in ('forward', 'total'):
+        print(f'  {STAGE_NAMES[stage]:<24}' + ''.join(f'{r["ms"][stage]:14.1f}'
+                                                       for r in ok.values()))
+
+
 def _spread(values: List[float]) -> str:
     low, high = min(values), max(values)
     mid = sorted(values)[len(values) // 2]
@@ -509,6 +535,9 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true', help='also time bfloat16 autocast')
     parser.add_argument('--compile', action='store_true',
                         help='also time torch.compile of the network')
+    parser.add_argument('--onnx', action='store_true',
+                        help='also time the network exported to ONNX, run by ONNX Runtime (CPU '
+                        'execution provider; ours only)')
     parser.add_argument('--large', nargs='?', const='', metavar='IMAGE',
                         help='also time one large image (default: the largest photo resized '
                         f'to {LARGE_SIZE[0]}x{LARGE_SIZE[1]}), fresh process per side')
@@ -535,7 +564,8 @@ def main(argv=None) -> dict:
                          'or pass --compare none')
     torch.set_num_threads(args.threads)
     sides = ['mmeomt'] + (['transformers'] if args.compare == 'transformers' else [])
-    modes = ['fp32'] + (['amp'] if args.amp else []) + (['compile'] if args.compile else [])
+    modes = ['fp32'] + (['amp'] if args.amp else []) + (['compile'] if args.compile else []) + \
+        (['onnxruntime'] if args.onnx else [])
     with tempfile.TemporaryDirectory(prefix='eomt_e2e_') as tmp:
         work_dir = Path(tmp)
         images = list_images(args.images) if args.images else \
@@ -563,13 +593,16 @@ def main(argv=None) -> dict:
                 task_sides = sides[:1] + ['mmeomt-tiled'] + sides[1:]
                 spec.update(tiled=args.tiled, tile_batch_size=args.tile_batch_size)
             for mode in modes:
-                entry['modes'][mode] = run_sides(spec, task_sides, mode,
+                mode_sides = ['mmeomt'] if mode == 'onnxruntime' else task_sides
+                entry['modes'][mode] = run_sides(spec, mode_sides, mode,
                                                  [str(p) for p in images])
                 print_table(f'{task}, {mode}, {len(images)} images:', entry['modes'][mode])
                 if large is not None:
-                    entry['large'][mode] = run_sides(spec, task_sides, mode, [str(large)])
+                    entry['large'][mode] = run_sides(spec, mode_sides, mode, [str(large)])
                     print_table(f'{task}, {mode}, one large image ({large.name}):',
                                 entry['large'][mode])
+            if len(modes) > 1:
+                print_modes(f'{task}, mmeomt per mode, {len(images)} images:', entry['modes'])
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=2)

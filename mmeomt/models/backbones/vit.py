@@ -217,10 +217,7 @@ class EoMTViT(BaseModule):
         """
         B = x.shape[0]
         x, grid = self.patch_embed(x)
-        # Other input sizes: resize as timm does for dynamic sizes and as checkpoints of
-        # another grid are resized on load (antialiased bicubic), not as mmpretrain does.
-        x = x + resample_pos_embed(self.pos_embed, self.patch_resolution, grid,
-                                   mode=self.interpolate_mode)
+        x = x + self.resized_pos_embed(grid)
         prefix = torch.cat([self.cls_token, self.register_tokens], dim=1).expand(B, -1, -1)
         return torch.cat([prefix, x], dim=1), tuple(grid)
 
@@ -243,6 +240,30 @@ class EoMTViT(BaseModule):
             # gradient (the boolean mask) and nested autograd.
             return cp.checkpoint(block_forward, layer, x, attn_mask, use_reentrant=False)
         return block_forward(layer, x, attn_mask)
+
+    def resized_pos_embed(self, grid: Sequence[int]) -> Tensor:
+        """Position embeddings ``(1, h * w, D)`` of the patch grid ``(h, w)``.
+
+        Other input sizes resize the training grid's embeddings as timm does for dynamic sizes
+        and as checkpoints of another grid are resized on load (antialiased bicubic), not as
+        mmpretrain does.
+
+        In a graph exported with a dynamic input size (``torch.export``, as the ONNX export
+        does) the grid is symbolic.  ``resample_pos_embed`` would fix it to the example's size
+        (it takes Python ints and skips the resize at the training grid), so there the resize is
+        one graph operation that follows the input size: the same interpolation, and the
+        identity at the training grid (the cubic and linear kernels are 1 at 0 and 0 at the
+        other integers).
+        """
+        if not any(isinstance(s, torch.SymInt) for s in grid):
+            return resample_pos_embed(self.pos_embed, self.patch_resolution, grid,
+                                      mode=self.interpolate_mode)
+        smooth = self.interpolate_mode in ('bilinear', 'bicubic')
+        pos = self.pos_embed.float().reshape(1, *self.patch_resolution, self.embed_dims)
+        pos = F.interpolate(pos.permute(0, 3, 1, 2), size=tuple(grid),
+                            mode=self.interpolate_mode, antialias=smooth,
+                            align_corners=False if smooth else None)
+        return pos.permute(0, 2, 3, 1).flatten(1, 2).to(self.pos_embed.dtype)
 
     def forward(self, x: Tensor) -> Tuple[Tensor]:
         """Plain ViT features: the final-normed tokens ``(B, 1 + R + HW/p^2, D)``."""
