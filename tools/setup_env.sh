@@ -7,7 +7,7 @@
 # clone in $MMEOMT_CACHE (default ~/.cache/mmeomt), so a fresh clone re-uses it.
 #
 # Why the build is patched: PyPI has no mmcv 2.1.0 wheel for torch 2.14, and mmcv's setup.py
-# hard-codes -std=c++17 while torch 2.14's headers need C++20 (see ../shared/ENVIRONMENT.md).
+# hard-codes -std=c++17 while torch 2.14's headers need C++20; -std=c++20 builds it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

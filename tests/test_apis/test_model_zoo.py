@@ -28,7 +28,7 @@ from apis_helpers import CONFIGS
 ROOT = Path(__file__).resolve().parents[2]
 TASK_SCOPE = {'Panoptic Segmentation': 'mmdet', 'Instance Segmentation': 'mmdet',
               'Semantic Segmentation': 'mmseg'}
-PUBLISHED = {  # EOMT.md §6 and the authors' DINOv2 model zoo
+PUBLISHED = {  # docs/method.md §8 and the authors' DINOv2 model zoo
     'coco_panoptic_eomt_small_640_2x': ('PQ', 46.7),
     'coco_panoptic_eomt_base_640_2x': ('PQ', 51.6),
     'coco_panoptic_eomt_large_640': ('PQ', 56.0),

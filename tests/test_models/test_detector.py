@@ -1,7 +1,7 @@
 """EoMTDetector: mmdet data samples in and out, for panoptic and instance segmentation.
 
 Post-processing is checked on hand-built logits (the core is replaced by a stub) against the
-rules of eomt_facts.md §4.
+rules of docs/method.md §6.
 """
 import numpy as np
 import pytest

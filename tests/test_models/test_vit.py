@@ -75,7 +75,7 @@ def test_arch_zoo_and_errors():
 
 
 def test_get_layer_depth():
-    """EOMT.md §3: block i gets decay^(n-1-i), the stem decay^(n-1), the final norm 1."""
+    """docs/method.md §4: block i gets decay^(n-1-i), the stem decay^(n-1), the final norm 1."""
     model = vit()  # n = 4 blocks -> 5 depths
     depth = model.get_layer_depth
     for name in ('cls_token', 'register_tokens', 'pos_embed', 'patch_embed.projection.weight'):

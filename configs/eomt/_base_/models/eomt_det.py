@@ -1,6 +1,6 @@
-# EoMT for panoptic / instance segmentation with mmdet (EOMT.md §1): the ViT-L defaults, COCO
-# panoptic classes and a 640 crop.  eomt_vit-{s,b,l,g}_det.py set the encoder size; model configs
-# change classes, crop and test mode.
+# EoMT for panoptic / instance segmentation with mmdet (docs/method.md §1): the ViT-L defaults,
+# COCO panoptic classes and a 640 crop.  eomt_vit-{s,b,l,g}_det.py set the encoder size; model
+# configs change classes, crop and test mode.
 num_things_classes = 80
 num_stuff_classes = 53
 num_classes = num_things_classes + num_stuff_classes

@@ -1,5 +1,6 @@
-# EoMT for semantic segmentation with mmseg (EOMT.md §1): the ViT-L defaults, ADE20K classes and a
-# 512 crop.  eomt_vit-{s,b,l,g}_seg.py set the encoder size; model configs change classes and crop.
+# EoMT for semantic segmentation with mmseg (docs/method.md §1): the ViT-L defaults, ADE20K
+# classes and a 512 crop.  eomt_vit-{s,b,l,g}_seg.py set the encoder size; model configs change
+# classes and crop.
 num_classes = 150
 
 # ImageNet statistics on RGB 0-255 pixels.  The training pipeline already pads to the crop with
