@@ -53,6 +53,8 @@ class FitReport:
         format: the format recognised, or None.
         problem: why no format was recognised (with sample keys), or None.
         mismatched: ``(key, checkpoint shape, model shape)`` after fitting, keys with prefix.
+        missing, unexpected: keys (with prefix) the fitted state dict lacks / has beyond the
+            module's; torch reports them itself, except when a shape mismatch makes it raise.
         hint: how to fix a mismatch (``skip_mismatched``), for the error message.
     """
     model: str
@@ -60,6 +62,8 @@ class FitReport:
     format: Optional[str] = None
     problem: Optional[str] = None
     mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
     hint: str = ''
 
 
@@ -105,9 +109,10 @@ def fit_on_load(module: nn.Module, state_dict: dict, prefix: str, local_metadata
 
 def _fits(vit: nn.Module, sd: Dict[str, Tensor]) -> bool:
     """Whether our-format weights already have the shapes of the backbone's own (kernel,
-    position grid...): then there is nothing to fit."""
+    position grid...): then there is nothing to fit.  Keys the backbone lacks (a DINOv2
+    ``pos_embed`` given to a RoPE ViT) need no fitting: ``load_state_dict`` reports them."""
     own = vit.state_dict(keep_vars=True)
-    return all(k in own and v.shape == own[k].shape for k, v in sd.items())
+    return all(v.shape == own[k].shape for k, v in sd.items() if k in own)
 
 
 def _mismatches(module: nn.Module, state_dict: dict, prefix: str) -> List[Tuple[str, tuple,
@@ -272,6 +277,10 @@ def fit_model_state(model: nn.Module, state_dict: Dict[str, Tensor], prefix: str
                   'checkpoint lacks them or holds another shape)', logger='current',
                   level=logging.WARNING)
     report.mismatched = _mismatches(model, state_dict, prefix)
+    own = model.state_dict(keep_vars=True)
+    report.missing = [prefix + k for k in own if prefix + k not in state_dict]
+    report.unexpected = [k for k in state_dict
+                         if k.startswith(prefix) and k[len(prefix):] not in own]
     return report
 
 
@@ -312,6 +321,10 @@ def check_fit(model: nn.Module, missing_keys: Sequence[str], unexpected_keys: Se
     parts = [f'{name}: the checkpoint{f" ({fmt} format)" if fmt else ""} does not fit the '
              'model:']
     parts += [f'  {r.problem}' for r in reports if r.problem]
+    if size_error is not None and not (missing_keys or unexpected_keys):
+        # torch raised before it could list them: the outermost report has them.
+        missing_keys = [k for r in reports[:1] for k in r.missing]
+        unexpected_keys = [k for r in reports[:1] for k in r.unexpected]
     if missing_keys:
         parts.append(_listing('missing keys', list(missing_keys)))
     if unexpected_keys:
