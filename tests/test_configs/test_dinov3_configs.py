@@ -15,8 +15,9 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
-from test_published_configs import (CLASSES, CONFIG_DIR, ITERS_PER_EPOCH, H, W, build_dataset,
-                                    data_roots)  # noqa: F401  (data_roots: a fixture)
+from test_published_configs import (CLASSES, CONFIG_DIR, ITERS_PER_EPOCH,
+                                    check_pipeline_feeds_model, data_roots,  # noqa: F401
+                                    tiny_model_cfg)  # (data_roots: a fixture)
 
 NAME = re.compile(r'eomt_dinov3-vit-(?P<size>[sbl])_8xb2-(?P<epochs>\d+)e_(?P<task>[a-z0-9-]+)-'
                   r'(?P<crop>\d+)\.py$')
@@ -44,9 +45,6 @@ ANNEALING = {
 # The DINOv2 config whose data, test mode and adapter a DINOv3 config shares.
 DINOV2_EPOCHS = {'coco-panoptic': {'s': 24, 'b': 24, 'l': 12}, 'coco-instance': {'l': 12},
                  'ade20k-semantic': {'l': 31}}
-TINY_ARCH = dict(embed_dims=32, num_layers=6, num_heads=2, feedforward_channels=64)
-
-
 def parse(path):
     match = NAME.search(osp.basename(path))
     assert match, f'{osp.basename(path)} does not follow the naming scheme'
@@ -115,13 +113,6 @@ def test_config_matches_the_authors(path):
     assert max(annealing.end_iters) < cfg.train_cfg.max_iters
 
 
-def tiny_model_cfg(cfg):
-    model = copy.deepcopy(cfg.model)
-    model.eomt.backbone.arch = TINY_ARCH
-    model.eomt.backbone.init_cfg = None
-    return model
-
-
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
 def test_model_builds(path):
     cfg = Config.fromfile(path)
@@ -149,27 +140,4 @@ def test_large_model_builds_for_real():
                                   'eomt_dinov3-vit-l_8xb2-16e_ade20k-semantic-512.py'])
 def test_pipeline_output_feeds_the_model(name, data_roots):  # noqa: F811
     """A tiny DINOv3 model of the config takes its pipeline's batches in train and test mode."""
-    info = parse(name)
-    cfg = Config.fromfile(osp.join(CONFIG_DIR, name))
-    init_default_scope(cfg.default_scope)
-    torch.manual_seed(0)
-    model = MODELS.build(tiny_model_cfg(cfg))
-    root = data_roots[info['task']]
-    train = build_dataset(cfg, 'train', root)
-    batch = model.data_preprocessor(
-        dict(inputs=[train[0]['inputs']], data_samples=[train[0]['data_samples']]), True)
-    losses = model(**batch, mode='loss')
-    assert all(torch.isfinite(v).all() for v in losses.values())
-
-    model.eval()
-    test = build_dataset(cfg, 'val', root)[0]
-    batch = model.data_preprocessor(dict(inputs=[test['inputs']],
-                                         data_samples=[test['data_samples']]), False)
-    with torch.no_grad():
-        [result] = model(**batch, mode='predict')
-    if info['task'].endswith('semantic'):
-        assert tuple(result.pred_sem_seg.data.shape[1:]) == (H, W)
-    elif info['task'].endswith('panoptic'):
-        assert tuple(result.pred_panoptic_seg.sem_seg.shape[1:]) == (H, W)
-    else:
-        assert tuple(result.pred_instances.masks.shape[1:]) == (H, W)
+    check_pipeline_feeds_model(osp.join(CONFIG_DIR, name), parse(name)['task'], data_roots)

@@ -364,12 +364,17 @@ def test_train_and_test_pipelines_run(name, data_roots):
                                   'eomt_vit-l_8xb2-31e_ade20k-semantic-512.py'])
 def test_pipeline_output_feeds_the_model(name, data_roots):
     """A tiny model of the config takes its pipeline's batches in train and test mode."""
-    info = parse(name)
-    cfg = Config.fromfile(osp.join(CONFIG_DIR, name))
+    check_pipeline_feeds_model(osp.join(CONFIG_DIR, name), parse(name)['task'], data_roots)
+
+
+def check_pipeline_feeds_model(path, task, data_roots):
+    """The config's training batch gives finite losses and its test batch a prediction at the
+    image's size, through a tiny model of the config (also the DINOv3 configs' check)."""
+    cfg = Config.fromfile(path)
     init_default_scope(cfg.default_scope)
     torch.manual_seed(0)
     model = MODELS.build(tiny_model_cfg(cfg))
-    root = data_roots[info['task']]
+    root = data_roots[task]
     train = build_dataset(cfg, 'train', root)
     batch = model.data_preprocessor(
         dict(inputs=[train[0]['inputs']], data_samples=[train[0]['data_samples']]), True)
@@ -382,9 +387,9 @@ def test_pipeline_output_feeds_the_model(name, data_roots):
                                          data_samples=[test['data_samples']]), False)
     with torch.no_grad():
         [result] = model(**batch, mode='predict')
-    if info['task'].endswith('semantic'):
+    if task.endswith('semantic'):
         assert tuple(result.pred_sem_seg.data.shape[1:]) == (H, W)
-    elif info['task'].endswith('panoptic'):
+    elif task.endswith('panoptic'):
         assert tuple(result.pred_panoptic_seg.sem_seg.shape[1:]) == (H, W)
     else:
         assert tuple(result.pred_instances.masks.shape[1:]) == (H, W)
