@@ -88,6 +88,29 @@ def test_panoptic_targets_things_stuff_and_crowd():
     assert model.targets(sample, (64, 64)).labels.tolist() == [0, 2, 3]
 
 
+@pytest.mark.parametrize('with_stuff', [True, False], ids=['panoptic', 'instance'])
+@pytest.mark.parametrize('tensor_masks', [False, True], ids=['bitmap', 'tensor'])
+def test_panoptic_targets_equal_mmdets_preprocess_panoptic_gt(with_stuff, tensor_masks):
+    """Ours keeps the masks boolean; labels, order and mask values are mmdet's."""
+    from mmdet.models.utils import preprocess_panoptic_gt
+
+    from mmeomt.models.detectors.eomt_detector import panoptic_targets
+    g = torch.Generator().manual_seed(0)
+    things = torch.rand(5, 40, 56, generator=g) > 0.6
+    labels = torch.tensor([3, 0, 3, 1, 2])
+    # Stuff 4..6, 0..3 are things (ignored in sem_seg) and 255 unlabelled; 5 is absent.
+    sem_seg = torch.tensor([0, 4, 6, 255, 2])[torch.randint(0, 5, (1, 40, 56), generator=g)]
+    sem_seg = sem_seg if with_stuff else None
+    bitmap = BitmapMasks(things.numpy().astype(np.uint8), 40, 56)
+    want_labels, want_masks = preprocess_panoptic_gt(labels, bitmap, sem_seg, 4, 3)
+    got_labels, got_masks = panoptic_targets(labels, things if tensor_masks else bitmap,
+                                             sem_seg, 4, 3)
+    assert got_masks.dtype == torch.bool
+    assert torch.equal(got_labels, want_labels)
+    assert torch.equal(got_masks.long(), want_masks)
+    assert len(got_labels) == (7 if with_stuff else 5)
+
+
 def test_targets_are_padded_like_the_batch_input():
     model = build()
     targets = model.targets(data_sample(img_shape=(48, 64)), input_shape=(64, 80))

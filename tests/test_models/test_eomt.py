@@ -145,6 +145,41 @@ def test_layernorm2d_is_mmpretrains_function_with_a_channels_last_result(dtype):
     assert ya.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, 'bf16-autocast'])
+def test_upscale_gemm_backward_equals_conv_transpose(dtype):
+    """The upscale blocks' 2 x 2 transposed convolution keeps torch's forward and takes its
+    gradients from two matrix products: equal to torch's own backward up to rounding (bit for
+    bit under bfloat16 autocast, where both round the same products)."""
+    from mmeomt.models.eomt import ScaleBlock, Upsample2x2
+    torch.manual_seed(0)
+    amp = dtype == 'bf16-autocast'
+    dtype = torch.float32 if amp else dtype
+    block = ScaleBlock(24).to(dtype)
+    x = torch.randn(3, 24, 5, 7, dtype=dtype, requires_grad=True)
+    params = (x, block.conv1.weight, block.conv1.bias)
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
+        ours = Upsample2x2.apply(*params)
+        torchs = block.conv1(x)
+    assert torch.equal(ours, torchs)
+    grad = torch.randn_like(ours)
+    ours_grads = torch.autograd.grad(ours, params, grad)
+    torch_grads = torch.autograd.grad(torchs, params, grad)
+    for name, a, b in zip(('input', 'weight', 'bias'), ours_grads, torch_grads):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        if amp:
+            assert torch.equal(a, b), name
+        else:
+            tol = 1e-12 if dtype == torch.float64 else 1e-5
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=name)
+    # The block uses it only where gradients are needed on the CPU; inference runs torch's.
+    with mock.patch.object(Upsample2x2, 'apply', wraps=Upsample2x2.apply) as apply:
+        with torch.no_grad():
+            block(x)
+        assert not apply.called
+        block(x)
+        assert apply.called
+
+
 @pytest.mark.parametrize('prob', [1.0, 0.5])
 def test_activation_checkpointing_keeps_outputs_and_gradients(images, prob):
     # Drop path and dropout on: their random numbers must be replayed by the recomputation;
