@@ -257,14 +257,15 @@ class EoMTFusionHead(MaskFormerFusionHead):
         for part in chunks(len(queries), out_shape[0] * out_shape[1], self.chunk_elements,
                            min_size=2):
             logits = resize(mask_logits[queries[part]])
-            binary = (logits > 0).float()
-            inside.append(row_sums(logits.sigmoid_() * binary, len(pair_query)))
+            positive = logits > 0
+            binary = positive.float()
             areas.append(row_sums(binary, len(pair_query)))
+            # In place: a fresh (K, H, W) product costs page faults on a large image.
+            inside.append(row_sums(logits.sigmoid_().mul_(binary), len(pair_query)))
             # Write the pairs of this chunk's queries straight into the output.
             pairs = ((pair_query >= part.start) & (pair_query < part.stop)).nonzero()[:, 0]
-            binary = binary.bool()
-            masks[pairs] = binary[pair_query[pairs] - part.start]
-            bboxes[pairs] = mask2bbox(binary)[pair_query[pairs] - part.start]
+            masks[pairs] = positive[pair_query[pairs] - part.start]
+            bboxes[pairs] = mask2bbox(positive)[pair_query[pairs] - part.start]
         if inside:
             mask_scores = torch.cat(inside)[pair_query] / (torch.cat(areas)[pair_query] + 1e-6)
         else:
