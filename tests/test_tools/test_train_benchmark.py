@@ -59,3 +59,41 @@ def test_rejects_bad_arguments():
     for argv in (['--img-size', '100'], ['--masked-prob', '1.5'], ['--num-stuff', '8']):
         with pytest.raises(SystemExit):
             tool.parse_args(argv)
+
+
+MAIN_JOB = 'configs/eomt/synthetic/eomt_vit-t_synthetic-panoptic.py'
+REPO = TOOL.parents[2]
+
+
+@pytest.fixture
+def in_synthetic_workdir(tmp_path, monkeypatch):
+    """A working directory whose data/synthetic holds a small synthetic dataset, where the main
+    job's config (data paths relative to the working directory) finds its data."""
+    from mmeomt.datasets.synthetic import generate_synthetic_dataset
+    generate_synthetic_dataset(str(tmp_path / 'data' / 'synthetic'), num_train=8, num_val=2,
+                               seed=0)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_config_train_step_in_process_and_per_checkout(in_synthetic_workdir, capsys):
+    options = ['--warmup', '0', '--iters', '1', '--threads', '1']
+    result = load_tool().main(['--config', str(REPO / MAIN_JOB)] + options)
+    assert result['ms'] > 0 and result['peak_rss_mib'] > 0
+    assert Path(result['code']) == REPO
+    # --code: one process per checkout (here this one), importing that checkout's mmeomt.
+    out = in_synthetic_workdir / 'code.json'
+    result = load_tool().main(['--config', MAIN_JOB, '--code', str(REPO), '--rounds', '1',
+                               '--json', str(out)] + options)
+    assert json.loads(out.read_text())['ms'] == result['ms']
+    (run, ) = result['runs'][str(REPO)]
+    assert Path(run['code']) == REPO and run['ms'] == result['ms'][str(REPO)] > 0
+    assert '1.00x' in capsys.readouterr().out
+
+
+def test_config_mode_rejects_a_checkout_without_mmeomt(tmp_path):
+    tool = load_tool()
+    with pytest.raises(SystemExit, match='no mmeomt package'):
+        tool.main(['--config', MAIN_JOB, '--code', str(tmp_path), '--rounds', '1'])
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--code', str(tmp_path)])  # --code needs --config

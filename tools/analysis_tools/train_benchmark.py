@@ -26,16 +26,30 @@ reading (per block inside the forward, a small cost there); the inner timers are
 ``--compile``.  Peak memory is the process's ``ru_maxrss`` (all variants together), plus the
 peak CUDA allocation per variant on a GPU.
 
+``--config CONFIG`` times instead the whole ``model.train_step`` of a training config on its own
+data (the data preprocessor, forward, loss, backward and optimiser step, as the runner calls it;
+batches drawn once from its train dataloader without workers, so loading is not timed), with the
+config's model and optim wrapper.  ``--code DIR [DIR ...]`` runs that measurement once per
+checkout of mmeomt, each in its own process that imports ``DIR/mmeomt`` and reads
+``DIR/CONFIG`` (data paths stay relative to the working directory, so every checkout trains on
+the same files), in alternating rounds (``--rounds``): today's code against an older commit, in
+one run.
+
 Examples::
 
     python tools/analysis_tools/train_benchmark.py --compare-old-loss --compare-old-optim
+    python tools/analysis_tools/train_benchmark.py \
+        --config configs/eomt/synthetic/eomt_vit-t_synthetic-panoptic.py --code . ../old
     python tools/analysis_tools/train_benchmark.py --arch small --img-size 640 --batch-size 2 \\
         --num-queries 200 --num-points 12544 --num-classes 133 --num-stuff 53 --amp
 """
 import argparse
 import copy
 import json
+import os
 import resource
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -277,7 +291,16 @@ def parse_args(argv=None):
     parser.add_argument('--compare-old-optim', action='store_true',
                         help="also time torch's default (unfused) AdamW")
     parser.add_argument('--json', help='also write the results to this JSON file')
+    parser.add_argument('--config', help="time this training config's train_step on its data "
+                        '(the model options above are then unused)')
+    parser.add_argument('--code', nargs='+', metavar='DIR',
+                        help='with --config: checkouts of mmeomt to time, one process each')
+    parser.add_argument('--rounds', type=int, default=3,
+                        help='with --code: alternating rounds of each checkout')
+    parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.code and not args.config:
+        parser.error('--code needs --config')
     if args.img_size % 16:
         parser.error(f'--img-size must be a multiple of the patch size 16, got {args.img_size}')
     if not 0 <= args.masked_prob <= 1:
@@ -310,8 +333,92 @@ def report(args, results: Dict[str, Dict[str, float]], peak_rss_mib: float) -> N
     print(f'  peak memory (ru_maxrss, all variants): {peak_rss_mib:.0f} MiB')
 
 
+def time_config_step(args) -> dict:
+    """Median ms of ``model.train_step`` of ``args.config`` on 4 of its batches, this process."""
+    import importlib
+
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper as build
+    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(args.config)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    for module in cfg.get('custom_imports', {}).get('imports', []):
+        importlib.import_module(module)
+    torch.manual_seed(args.seed)
+    model = MODELS.build(cfg.model).to(args.device).train()
+    optim_wrapper = build(model, cfg.optim_wrapper)
+    loader_cfg = copy.deepcopy(cfg.train_dataloader)
+    loader_cfg.update(num_workers=0, persistent_workers=False)
+    batches = iter(Runner.build_dataloader(loader_cfg, seed=args.seed))
+    batches = [next(batches) for _ in range(4)]
+    device = torch.device(args.device)
+    seconds = []
+    for i in range(args.warmup + args.iters):
+        torch.manual_seed(args.seed + i)
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model.train_step(batches[i % len(batches)], optim_wrapper)
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    import mmeomt
+    return dict(ms=1000 * sorted(seconds[args.warmup:])[args.iters // 2],
+                code=str(Path(mmeomt.__file__).resolve().parents[1]),
+                peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def compare_code(args) -> dict:
+    """:func:`time_config_step` of every ``--code`` checkout, in alternating rounds."""
+    runs = {code: [] for code in args.code}
+    for _ in range(args.rounds):
+        for code in args.code:
+            root = Path(code).resolve()
+            if not (root / 'mmeomt' / '__init__.py').is_file():
+                raise SystemExit(f'--code {code}: no mmeomt package in {root}')
+            command = [sys.executable, __file__, '--child', '--config',
+                       str(root / args.config), '--device', args.device,
+                       '--threads', str(args.threads), '--warmup', str(args.warmup),
+                       '--iters', str(args.iters), '--seed', str(args.seed)]
+            env = dict(os.environ, PYTHONPATH=str(root))
+            out = subprocess.run(command, env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f'--code {code} failed:\n{out.stderr[-3000:]}')
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            if Path(result['code']) != root:
+                raise SystemExit(f'--code {code}: the process imported mmeomt from '
+                                 f'{result["code"]}, not {root}')
+            runs[code].append(result)
+    first = args.code[0]
+    medians = {code: sorted(r['ms'] for r in results)[len(results) // 2]
+               for code, results in runs.items()}
+    print(f'train_step of {args.config}, {args.device} ({args.threads} threads); median ms of '
+          f'{args.iters} steps per process, median over {args.rounds} rounds:')
+    for code, results in runs.items():
+        peak = max(r['peak_rss_mib'] for r in results)
+        rounds = ', '.join(f'{r["ms"]:.1f}' for r in results)
+        print(f'  {code:<40} {medians[code]:8.1f} ms  ({medians[code] / medians[first]:.2f}x '
+              f'{first}; rounds {rounds})  peak RSS {peak:.0f} MiB')
+    return dict(args=vars(args), ms=medians, runs=runs)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.config:
+        torch.set_num_threads(args.threads)
+        if args.child:
+            print(json.dumps(time_config_step(args)))
+            return {}
+        out = compare_code(args) if args.code else dict(args=vars(args),
+                                                        **time_config_step(args))
+        if not args.code:
+            print(f'train_step of {args.config}: {out["ms"]:.1f} ms (median of {args.iters}), '
+                  f'peak RSS {out["peak_rss_mib"]:.0f} MiB')
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(out, f, indent=2)
+        return out
     from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
     init_default_scope('mmdet')
