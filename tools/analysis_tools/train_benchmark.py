@@ -45,6 +45,7 @@ Examples::
 """
 import argparse
 import copy
+import itertools
 import json
 import os
 import resource
@@ -350,8 +351,10 @@ def time_config_step(args) -> dict:
     optim_wrapper = build(model, cfg.optim_wrapper)
     loader_cfg = copy.deepcopy(cfg.train_dataloader)
     loader_cfg.update(num_workers=0, persistent_workers=False)
-    batches = iter(Runner.build_dataloader(loader_cfg, seed=args.seed))
-    batches = [next(batches) for _ in range(4)]
+    # Up to 4 batches (a finite sampler over a small dataset may give fewer).
+    batches = list(itertools.islice(Runner.build_dataloader(loader_cfg, seed=args.seed), 4))
+    if not batches:
+        raise SystemExit(f'{args.config}: its train dataloader gives no batch')
     device = torch.device(args.device)
     seconds = []
     for i in range(args.warmup + args.iters):
@@ -371,12 +374,13 @@ def time_config_step(args) -> dict:
 
 def compare_code(args) -> dict:
     """:func:`time_config_step` of every ``--code`` checkout, in alternating rounds."""
+    roots = {code: Path(code).resolve() for code in args.code}
+    for code, root in roots.items():
+        if not (root / 'mmeomt' / '__init__.py').is_file():
+            raise SystemExit(f'--code {code}: no mmeomt package in {root}')
     runs = {code: [] for code in args.code}
     for _ in range(args.rounds):
-        for code in args.code:
-            root = Path(code).resolve()
-            if not (root / 'mmeomt' / '__init__.py').is_file():
-                raise SystemExit(f'--code {code}: no mmeomt package in {root}')
+        for code, root in roots.items():
             command = [sys.executable, __file__, '--child', '--config',
                        str(root / args.config), '--device', args.device,
                        '--threads', str(args.threads), '--warmup', str(args.warmup),
@@ -410,9 +414,10 @@ def main(argv=None) -> dict:
         if args.child:
             print(json.dumps(time_config_step(args)))
             return {}
-        out = compare_code(args) if args.code else dict(args=vars(args),
-                                                        **time_config_step(args))
-        if not args.code:
+        if args.code:
+            out = compare_code(args)
+        else:
+            out = dict(args=vars(args), **time_config_step(args))
             print(f'train_step of {args.config}: {out["ms"]:.1f} ms (median of {args.iters}), '
                   f'peak RSS {out["peak_rss_mib"]:.0f} MiB')
         if args.json:
