@@ -41,7 +41,8 @@ optim_wrapper = dict(
     type='mmeomt.AmpOptimWrapper',
     dtype='bfloat16',
     # 1e-4 is for fine-tuning a pretrained encoder; from scratch 6e-4 (4e-4 at 1000
-    # iterations left instance segmentation at 38.6 mask AP, 6e-4 at 1100 reached 42.3).
+    # iterations left instance segmentation at 38.6 mask AP, 6e-4 at 1100 reached 42.3, and
+    # 41.2 with the training step's GEMM backward, which rounds differently).
     optimizer=dict(lr=6e-4))
 # The two-stage warm-up at about the published fractions of the run (500 and 1000 of 39k-177k
 # iterations): non-ViT 20 iterations, then the ViT 40, as fractions of the run so that
