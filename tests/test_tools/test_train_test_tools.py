@@ -135,7 +135,7 @@ def test_test_tool_detection_config(tmp_path):
     cfg = test_tool.build_config(args)
     assert cfg.load_from == 'ckpt.pth' and cfg.resume is False
     assert cfg.test_evaluator[-1] == dict(type='DumpDetResults', out_file_path=out)
-    assert cfg.test_evaluator[0].type == 'CocoPanopticMetric'
+    assert cfg.test_evaluator[0].type == 'mmeomt.CocoPanopticMetric'
     assert cfg.default_hooks.visualization.draw is True
     assert cfg.default_hooks.visualization.test_out_dir == str(tmp_path / 'vis')
     with pytest.raises(ValueError, match='.pkl'):

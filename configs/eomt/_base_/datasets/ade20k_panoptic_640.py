@@ -1,8 +1,8 @@
 # ADE20K panoptic, 640 crop: mmdet's ADE20KPanopticDataset (150 classes: 100 things, then 50
 # stuff) on the COCO-panoptic-format annotations written by mmdet's
-# tools/dataset_converters/ade20k2coco.py, and CocoPanopticMetric (PQ).  mmeomt's subclass of
-# the dataset refuses bad data (or, with on_bad_data='skip', drops and counts it) and logs what
-# it kept: mmeomt/datasets/coco.py.
+# tools/dataset_converters/ade20k2coco.py, and CocoPanopticMetric (PQ; see val_evaluator).
+# mmeomt's subclass of the dataset refuses bad data (or, with on_bad_data='skip', drops and
+# counts it) and logs what it kept: mmeomt/datasets/coco.py.
 dataset_type = 'mmeomt.ADE20KPanopticDataset'
 data_root = 'data/ADEChallengeData2016/'
 backend_args = None
@@ -82,8 +82,10 @@ val_dataloader = dict(
         backend_args=backend_args))
 test_dataloader = val_dataloader
 
+# mmdet's metric with the statistics of each image counted in memory (same results, 3x less
+# time per large image): mmeomt/evaluation/panoptic_metric.py.
 val_evaluator = dict(
-    type='CocoPanopticMetric',
+    type='mmeomt.CocoPanopticMetric',
     ann_file=data_root + 'ade20k_panoptic_val.json',
     seg_prefix=data_root + 'ade20k_panoptic_val/',
     backend_args=backend_args)

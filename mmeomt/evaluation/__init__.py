@@ -1,0 +1,3 @@
+from .panoptic_metric import CocoPanopticMetric
+
+__all__ = ['CocoPanopticMetric']
