@@ -157,6 +157,36 @@ def test_e2e_tiled_times_tiled_inference_beside_whole_image(tmp_path, capsys):
         e2e.parse_args(['--tiled', '1.0'])
 
 
+def test_e2e_validation_times_runner_test_per_stage(tmp_path, capsys):
+    """``--validation``: Runner.test of the config on a written COCO-panoptic set of the
+    images (after the warm-up iteration, each image repeated to 3 timed iterations at least),
+    with its stages adding up; mmdet's metric (``--validation-metric``) gives our PQ."""
+    pytest.importorskip('skimage')
+    e2e = load_tool('e2e_benchmark')
+    e2e.write_sample_images(tmp_path / 'images', ['chelsea.png', 'rocket.jpg'], max_side=96)
+    argv = ['--task', 'panoptic', '--config', str(TINY_CONFIGS / 'eomt_tiny_panoptic.py'),
+            '--images', str(tmp_path / 'images'), '--kept', '3', '--threads', '1',
+            '--compare', 'none', '--validation']
+    reports = [e2e.main(argv), e2e.main(argv + ['--validation-metric', 'CocoPanopticMetric'])]
+    printed = capsys.readouterr().out
+    results = [report['tasks']['panoptic']['validation']['fp32_images'] for report in reports]
+    for result, metric in zip(results, ('mmeomt.CocoPanopticMetric', 'CocoPanopticMetric')):
+        assert 'error' not in result, result.get('log')
+        assert result['metric'] == metric
+        assert [r['image'] for r in result['per_image']] == [
+            '001_chelsea.jpg', '002_rocket.jpg', '003_chelsea.jpg', '004_rocket.jpg']
+        for record in result['per_image']:
+            assert all(record[s] > 0 for s in ('forward', 'post', 'metric', 'total'))
+            assert record['decode'] + record['forward'] + record['post'] + \
+                record['metric'] == pytest.approx(record['total'], rel=1e-6)
+        assert 0 < result['peak_rss_mib'] < 8192
+    assert results[0]['metrics'] == results[1]['metrics']
+    assert 'coco_panoptic/PQ' in results[0]['metrics']
+    assert 'whole iteration / forward' in printed
+    with pytest.raises(SystemExit):
+        e2e.parse_args(['--task', 'instance', '--validation'])
+
+
 def test_e2e_reports_a_failed_measurement_and_goes_on(tmp_path, capsys):
     """A side that fails (e.g. torch.compile on a machine without a compiler) is a table line
     with its error, not the end of the run."""

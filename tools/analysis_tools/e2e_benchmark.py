@@ -33,6 +33,13 @@ images through tiled inference at native resolution (:mod:`mmeomt.apis.tiling`);
 stage is the image decoding and the pipeline of every tile, its network forward the sum over
 the tiles, its post-processing the fusion head of every tile and the merging.
 
+``--validation`` (panoptic) times the validation path, ``Runner.test`` as tools/test.py runs it
+(the config's test dataloader with its workers, test pipeline, network, metric and hooks), on a
+COCO-panoptic set written from the images (and from the large image with ``--large``) with
+rectangles as ground truth, loading the benchmark's checkpoint.  Per iteration: the wait for the
+data, the network forward, the rest of ``test_step``, the metric's ``process`` and the total;
+``--validation-metric CocoPanopticMetric`` runs mmdet's metric instead of the config's.
+
 Examples::
 
     python tools/analysis_tools/benchmark.py e2e                  # 3 tasks, fp32, EoMT-S
@@ -41,6 +48,8 @@ Examples::
     python tools/analysis_tools/benchmark.py e2e --task panoptic instance --large --tiled \
         --compare none                                            # tiled vs whole image
     python tools/analysis_tools/benchmark.py e2e --amp --onnx --compare none   # fp32, bf16, ORT
+    python tools/analysis_tools/benchmark.py e2e --task panoptic --large --validation \
+        --compare none                                            # + tools/test.py's path
 """
 import argparse
 import json
@@ -393,10 +402,159 @@ def measure_transformers(spec: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------
+# The validation path (tools/test.py's Runner.test), panoptic
+# ------------------------------------------------------------------------------------------
+VALIDATION_TIMED = 3  # timed iterations at least (each image of a short list is repeated)
+
+
+def write_panoptic_set(folder: Path, images: List[Path], classes: Sequence[str],
+                       thing_classes: Sequence[str], repeats: int, warmup: int) -> Path:
+    """A COCO-panoptic validation set of ``images`` (as JPEG): ``warmup`` copies of the first,
+    then each image ``repeats`` times.  The ground truth of each cuts the image into three
+    stuff bands and twelve thing rectangles (on a 4 x 3 grid) of the dataset's first stuff and
+    thing classes.  Returns the annotation file; the PNGs lie in ``panoptic/`` beside it."""
+    import cv2
+    import numpy as np
+    for sub in ('images', 'panoptic'):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    names = list(classes)
+    stuff = [n for n in names if n not in thing_classes][:3] or names[:1]
+    things = [n for n in names if n in thing_classes][:4] or names[:1]
+    categories = [dict(id=i + 1, name=n, isthing=int(n in thing_classes), supercategory='x')
+                  for i, n in enumerate(names)]
+    cat_id = {c['name']: c['id'] for c in categories}
+    entries, annotations = [], []
+    sequence = images[:1] * warmup + list(images) * repeats
+    for index, path in enumerate(sequence):
+        stem = f'{index:03d}_{path.stem}'
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        height, width = image.shape[:2]
+        cv2.imwrite(str(folder / 'images' / f'{stem}.jpg'), image)
+        ids = np.zeros((height, width), np.int64)
+        kinds = []
+        for band in range(3):
+            ids[band * height // 3:(band + 1) * height // 3] = band + 1
+            kinds.append((band + 1, stuff[band % len(stuff)]))
+        for row in range(3):
+            for col in range(4):
+                k = 4 * row + col
+                y0, x0 = (5 * row + 1) * height // 15, (5 * col + 1) * width // 20
+                ids[y0:y0 + 3 * height // 15, x0:x0 + 3 * width // 20] = 1000 + k
+                kinds.append((1000 + k, things[k % len(things)]))
+        segments = []
+        for seg_id, name in kinds:
+            ys, xs = np.nonzero(ids == seg_id)
+            segments.append(dict(
+                id=seg_id, category_id=cat_id[name], iscrowd=0, area=int(ys.size),
+                bbox=[int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1]))
+        colours = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
+        cv2.imwrite(str(folder / 'panoptic' / f'{stem}.png'), colours[:, :, ::-1])
+        entries.append(dict(id=index + 1, file_name=f'{stem}.jpg', height=height, width=width))
+        annotations.append(dict(image_id=index + 1, file_name=f'{stem}.png',
+                                segments_info=segments))
+    ann_file = folder / 'panoptic.json'
+    ann_file.write_text(json.dumps(dict(images=entries, annotations=annotations,
+                                        categories=categories)))
+    return ann_file
+
+
+def measure_validation(spec: dict) -> dict:
+    """``Runner.test`` of the config (what tools/test.py runs: its test dataloader with
+    workers, test pipeline, metric and hooks) on a COCO-panoptic set of ``spec['images']``,
+    loading the benchmark's checkpoint.  Per iteration: the data wait, network forward, the
+    rest of ``test_step`` (data preprocessor + post-processing), the metric's ``process`` and
+    the total; the median of each over the iterations after ``spec['warmup']``."""
+    from mmdet.registry import DATASETS
+    from mmengine.hooks import Hook
+
+    from mmeomt.utils.tool_config import build_runner, load_tool_config
+    device, warmup = spec['device'], spec['warmup']
+    images = [Path(p) for p in spec['images']]
+    work_dir = Path(spec['work_dir']) / f'validation_{spec["mode"]}_{len(images)}'
+    cfg = load_tool_config(spec['config'], dict(spec['overrides']), str(work_dir / 'runner'))
+    dataset = cfg.test_dataloader.dataset
+    metainfo = dataset.get('metainfo') or DATASETS.get(dataset.type).METAINFO
+    repeats = math.ceil(VALIDATION_TIMED / len(images))
+    ann_file = write_panoptic_set(work_dir / 'data', images, metainfo['classes'],
+                                  metainfo['thing_classes'], repeats, warmup)
+    dataset.update(data_root=str(ann_file.parent), ann_file=ann_file.name,
+                   data_prefix=dict(img='images/', seg='panoptic/'), test_mode=True)
+    evaluator = cfg.get('test_evaluator')
+    metric = spec.get('metric') or (evaluator.get('type') if isinstance(evaluator, dict)
+                                    else None) or 'mmeomt.CocoPanopticMetric'
+    cfg.test_evaluator = dict(type=metric, ann_file=str(ann_file),
+                              seg_prefix=str(ann_file.parent / 'panoptic') + '/')
+    cfg.test_cfg = cfg.get('test_cfg') or dict(type='TestLoop')
+    cfg.load_from, cfg.resume = spec['checkpoint'], False
+    runner = build_runner(cfg)
+    network, test_step, metric_clock = Clock(device), Clock(device), Clock(device)
+
+    class IterationClock(Hook):
+
+        def __init__(self):
+            self.stamps: List[float] = []
+            self.records: List[dict] = []
+
+        def before_test_epoch(self, runner) -> None:
+            model = runner.model
+            core = model.eomt.forward
+            if spec['mode'] == 'compile':
+                core = torch.compile(core)
+            if spec['mode'] == 'amp':
+                core = bf16_autocast(core, device)
+            model.eomt.forward = network.wrap(core)
+            model.test_step = test_step.wrap(model.test_step)
+            evaluator = runner.test_loop.evaluator
+            evaluator.process = metric_clock.wrap(evaluator.process)
+            self.stamps.append(now(device))
+
+        def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            self.stamps.append(now(device))
+            total = self.stamps[-1] - self.stamps[-2]
+            self.records.append(dict(
+                image=Path(data_batch['data_samples'][0].img_path).name, total=total,
+                forward=network.seconds, post=test_step.seconds - network.seconds,
+                metric=metric_clock.seconds,
+                decode=total - test_step.seconds - metric_clock.seconds))
+            for clock in (network, test_step, metric_clock):
+                clock.reset()
+
+    clock = IterationClock()
+    runner.register_hook(clock, priority='LOWEST')
+    metrics = runner.test()
+    records = clock.records[warmup:]
+    ms = {s: summary(s, [r[s] for r in records], 1)['ms_per_image']
+          for s in VALIDATION_STAGES}
+    for record in records:
+        record.update({s: 1000 * record[s] for s in VALIDATION_STAGES})
+    return dict(ms=ms, per_image=records, peak_rss_mib=peak_rss_mib(), metric=metric,
+                metrics={k: float(v) for k, v in metrics.items()
+                         if isinstance(v, (int, float))})
+
+
+VALIDATION_STAGES = ('decode', 'forward', 'post', 'metric', 'total')
+
+
+def print_validation(title: str, result: dict) -> None:
+    print(f'\n{title}')
+    if 'error' in result:
+        print(f'  failed: {result["error"]}')
+        return
+    ms = result['ms']
+    names = dict(STAGE_NAMES, decode='data (wait for the loader)',
+                 post='test_step - forward', metric=f'metric.process ({result["metric"]})')
+    for stage in VALIDATION_STAGES:
+        print(f'  {names[stage]:<46}{ms[stage]:10.1f} ms')
+    print(f'  {"peak RSS (MiB), main process":<46}{result["peak_rss_mib"]:10.1f}')
+    print(f'  test_step / forward: {(ms["forward"] + ms["post"]) / ms["forward"]:.2f}x, '
+          f'whole iteration / forward: {ms["total"] / ms["forward"]:.2f}x')
+
+
+# ------------------------------------------------------------------------------------------
 # Orchestration
 # ------------------------------------------------------------------------------------------
 SIDES = {'mmeomt': measure_mmeomt, 'mmeomt-tiled': measure_mmeomt,
-         'transformers': measure_transformers}
+         'transformers': measure_transformers, 'mmeomt-test': measure_validation}
 
 
 def run_sides(spec: dict, sides: List[str], mode: str, images: List[str]) -> Dict[str, dict]:
@@ -548,8 +706,17 @@ def parse_args(argv=None):
                         '(default 0.25)')
     parser.add_argument('--tile-batch-size', type=int, default=1,
                         help='with --tiled: tiles per network forward')
+    parser.add_argument('--validation', action='store_true',
+                        help="panoptic: also time tools/test.py's path (Runner.test: the test "
+                        'dataloader and pipeline, network, metric and hooks) on a COCO-panoptic '
+                        'set of the images, and of the large image with --large')
+    parser.add_argument('--validation-metric', metavar='TYPE',
+                        help="with --validation: the metric's type, e.g. CocoPanopticMetric "
+                        "for mmdet's (default: the config's)")
     parser.add_argument('--json', help='also write the results to this JSON file')
     args = parser.parse_args(argv)
+    if args.validation and 'panoptic' not in args.task:
+        parser.error('--validation needs --task panoptic')
     if args.config and len(args.task) != 1:
         parser.error('--config needs exactly one --task')
     if args.tiled is not None and not 0 <= args.tiled < 1:
@@ -601,6 +768,18 @@ def main(argv=None) -> dict:
                     entry['large'][mode] = run_sides(spec, mode_sides, mode, [str(large)])
                     print_table(f'{task}, {mode}, one large image ({large.name}):',
                                 entry['large'][mode])
+            if args.validation and task == 'panoptic':
+                entry['validation'] = {}
+                validation_spec = dict(spec, work_dir=str(work_dir),
+                                       metric=args.validation_metric)
+                sets = [('images', images)] + ([('large', [large])] if large else [])
+                for mode in (m for m in modes if m != 'onnxruntime'):
+                    for name, paths in sets:
+                        result = run_sides(validation_spec, ['mmeomt-test'], mode,
+                                           [str(p) for p in paths])['mmeomt-test']
+                        entry['validation'][f'{mode}_{name}'] = result
+                        print_validation(f'{task}, {mode}, validation path (Runner.test), '
+                                         f'{len(paths)} image(s) of {name}:', result)
             if len(modes) > 1:
                 print_modes(f'{task}, mmeomt per mode, {len(images)} images:', entry['modes'])
     if args.json:
