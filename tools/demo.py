@@ -102,6 +102,7 @@ def set_data_root(cfg, task: str, data_root: str) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Config:
+    from mmeomt.utils.tool_config import load_gt_masks
     configs = DINOV3_CONFIGS if args.backbone == 'dinov3' else CONFIGS
     cfg = Config.fromfile(configs[args.task])
     set_data_root(cfg, args.task, args.data_root)
@@ -114,6 +115,8 @@ def build_config(args: argparse.Namespace) -> Config:
     name = f'demo_dinov3_{args.task}' if args.backbone == 'dinov3' else f'demo_{args.task}'
     cfg.work_dir = args.work_dir or osp.join('work_dirs', name)
     cfg.launcher = 'none'
+    # draw_predictions draws the ground truth of validation images, masks included.
+    load_gt_masks(cfg, ['val_dataloader'])
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     return cfg

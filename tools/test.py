@@ -29,7 +29,8 @@ from typing import List, Optional
 
 from mmengine.config import Config, ConfigDict, DictAction
 
-from mmeomt.utils.tool_config import add_tensorboard, build_runner, load_tool_config
+from mmeomt.utils.tool_config import (add_tensorboard, build_runner, load_gt_masks,
+                                       load_tool_config)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -64,6 +65,8 @@ def _enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
     if hook is None:
         raise ValueError('--show/--show-dir need default_hooks.visualization in the config')
     hook['draw'] = True
+    # The test pipelines leave the ground-truth masks out unless they are drawn.
+    load_gt_masks(cfg, ['test_dataloader'])
     if args.show:
         hook['show'] = True
         hook['wait_time'] = args.wait_time

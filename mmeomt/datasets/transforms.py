@@ -7,6 +7,7 @@ from mmdet.datasets.transforms import LoadPanopticAnnotations as _MMDetLoadPanop
 from mmdet.structures.mask import BitmapMasks
 from mmengine.fileio import get
 from mmengine.logging import print_log
+from panopticapi.utils import rgb2id
 
 from mmeomt.registry import TRANSFORMS
 from .coco import BAD_DATA_CHOICES
@@ -54,8 +55,7 @@ class LoadPanopticAnnotations(_MMDetLoadPanopticAnnotations):
         if bgr is None:
             raise UnreadableImageError(path, decode_problem(content) or 'cannot be decoded',
                                        'segment PNG')
-        bgr = bgr.astype(np.int32)  # as mmdet (panopticapi.rgb2id)
-        return bgr[..., 2] + 256 * bgr[..., 1] + 256 * 256 * bgr[..., 0]
+        return rgb2id(bgr[..., ::-1])  # int32, as mmdet
 
     def _check_ids(self, ids: np.ndarray, results: dict) -> None:
         path = results['seg_map_path']

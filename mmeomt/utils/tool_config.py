@@ -24,6 +24,46 @@ def load_tool_config(path: str, cfg_options: Optional[dict] = None,
     return cfg
 
 
+# mmdet's annotation loaders whose ground-truth masks the test pipelines leave out.
+MASK_LOADERS = ('LoadAnnotations', 'LoadPanopticAnnotations', 'mmdet.LoadAnnotations',
+                'mmdet.LoadPanopticAnnotations', 'mmeomt.LoadPanopticAnnotations')
+
+
+def load_gt_masks(cfg: Config, loaders=('val_dataloader', 'test_dataloader')) -> int:
+    """Make the panoptic / instance evaluation pipelines of ``cfg`` load the ground-truth masks.
+
+    The configs' test pipelines load boxes, labels (and the panoptic semantic map) but no
+    masks: the metrics read the ground truth from the annotation files, and the masks (one
+    full-size array per object, 50 MB for a 3-Mpx panoptic image, through the dataloader's
+    pipe) are only drawn.  The tools that draw the ground truth (``tools/test.py --show /
+    --show-dir``, ``tools/demo.py``) call this.  mmseg configs are left as they are (their
+    ``LoadAnnotations`` loads the label map, which the metric uses).
+
+    Returns:
+        how many loaders were switched.
+    """
+    if cfg.get('default_scope') == 'mmseg':
+        return 0
+    switched = 0
+
+    def visit(node) -> None:
+        nonlocal switched
+        if isinstance(node, dict):
+            if node.get('type') in MASK_LOADERS and not node.get('with_mask', True):
+                node['with_mask'] = True
+                switched += 1
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                visit(value)
+
+    for name in loaders:
+        if cfg.get(name) is not None:
+            visit(cfg[name].get('dataset'))
+    return switched
+
+
 TENSORBOARD_BACKEND = 'TensorboardVisBackend'
 
 

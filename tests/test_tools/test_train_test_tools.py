@@ -127,6 +127,12 @@ def test_resume_takes_the_seed_of_the_checkpoint(tmp_path, monkeypatch):
     assert cfg.randomness.seed == 0
 
 
+def annotation_loaders(cfg):
+    """(type, with_mask) of the test pipeline's annotation loaders."""
+    return [(t['type'], t.get('with_mask')) for t in cfg.test_dataloader.dataset.pipeline
+            if 'Annotations' in t['type']]
+
+
 def test_test_tool_detection_config(tmp_path):
     out = str(tmp_path / 'preds.pkl')
     args = test_tool.parse_args([COCO_L, 'ckpt.pth', '--work-dir', str(tmp_path), '--out', out,
@@ -138,6 +144,10 @@ def test_test_tool_detection_config(tmp_path):
     assert cfg.test_evaluator[0].type == 'mmeomt.CocoPanopticMetric'
     assert cfg.default_hooks.visualization.draw is True
     assert cfg.default_hooks.visualization.test_out_dir == str(tmp_path / 'vis')
+    # Drawn ground truth needs its masks, which the test pipeline otherwise leaves out.
+    assert annotation_loaders(cfg) == [('mmeomt.LoadPanopticAnnotations', True)]
+    cfg = test_tool.build_config(test_tool.parse_args([COCO_L, 'ckpt.pth']))
+    assert annotation_loaders(cfg) == [('mmeomt.LoadPanopticAnnotations', False)]
     with pytest.raises(ValueError, match='.pkl'):
         test_tool.build_config(test_tool.parse_args([COCO_L, 'ckpt.pth', '--out', 'x.json']))
 
@@ -168,3 +178,21 @@ def test_test_tool_semantic_config(tmp_path):
         [ADE_SEM, 'ckpt.pth', '--show-dir', 'vis', '--cfg-options',
          'default_hooks.visualization.interval=10']))
     assert cfg.default_hooks.visualization.interval == 10
+
+
+def test_load_gt_masks_switches_mmdet_loaders_only():
+    from mmengine.config import Config
+
+    from mmeomt.utils.tool_config import load_gt_masks
+    instance = Config.fromfile(osp.join(CONFIGS, 'eomt_vit-l_8xb2-12e_coco-instance-640.py'))
+    # Through a dataset wrapper too (tools/test.py --skip-bad-images).
+    instance.test_dataloader.dataset = dict(type='mmeomt.SkipUnreadableImages',
+                                            dataset=instance.test_dataloader.dataset)
+    assert load_gt_masks(instance, ['test_dataloader']) == 1
+    loaders = [t for t in instance.test_dataloader.dataset.dataset.pipeline
+               if t['type'] == 'LoadAnnotations']
+    assert [t['with_mask'] for t in loaders] == [True]
+    assert load_gt_masks(instance, ['test_dataloader']) == 0  # already on
+    semantic = Config.fromfile(ADE_SEM)
+    before = semantic.test_dataloader.dataset.pipeline
+    assert load_gt_masks(semantic) == 0 and semantic.test_dataloader.dataset.pipeline == before

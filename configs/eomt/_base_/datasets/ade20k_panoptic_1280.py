@@ -42,7 +42,11 @@ test_pipeline = [
         type='KeyMapper',
         transforms=[dict(type='Pad', size=crop_size, pad_val=dict(img=0))],
         remapping=dict(img='img', pad_shape='pad_shape')),
-    dict(type='mmeomt.LoadPanopticAnnotations', backend_args=backend_args),
+    # No ground-truth masks: the metric reads the ground truth from the annotation files, and
+    # the thing masks (a full-size array each, 50 MB for a 3-Mpx image, through the
+    # loader's pipe) are only drawn; tools/test.py --show/--show-dir and tools/demo.py turn
+    # them on (mmeomt.utils.tool_config.load_gt_masks).
+    dict(type='mmeomt.LoadPanopticAnnotations', with_mask=False, backend_args=backend_args),
     dict(
         type='PackDetInputs',
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'pad_shape',

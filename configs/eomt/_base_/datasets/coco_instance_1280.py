@@ -36,7 +36,11 @@ test_pipeline = [
         transforms=[dict(type='Pad', size=crop_size, pad_val=dict(img=0))],
         remapping=dict(img='img', pad_shape='pad_shape')),
     # Loaded after the resize: ground truth stays at the original resolution.
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True, backend_args=backend_args),
+    # No ground-truth masks: the metric reads the ground truth from the annotation file, and
+    # the masks (a full-size array per object, 4.2 MB each at 2943 x 1435, through the
+    # loader's pipe) are only drawn; tools/test.py --show/--show-dir and tools/demo.py turn
+    # them on (mmeomt.utils.tool_config.load_gt_masks).
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=False, backend_args=backend_args),
     dict(
         type='PackDetInputs',
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'pad_shape',
