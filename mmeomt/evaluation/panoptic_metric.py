@@ -66,9 +66,7 @@ class CocoPanopticMetric(MMDetCocoPanopticMetric):
         categories, label2cat = self._categories()
         for data_sample in data_samples:
             segm_file = osp.basename(data_sample['img_path']).replace('.jpg', '.png')
-            pan_gt = rgb2id(mmcv.imfrombytes(
-                get(osp.join(self.seg_prefix, segm_file), backend_args=self.backend_args),
-                flag='color', channel_order='rgb'))
+            pan_gt = self._read_ground_truth(osp.join(self.seg_prefix, segm_file))
             if self._coco_api is None:
                 gt_segments = [
                     dict(id=info['id'], category_id=info['category'],
@@ -81,6 +79,13 @@ class CocoPanopticMetric(MMDetCocoPanopticMetric):
                 gt_segments = self._coco_api.imgToAnns[data_sample['img_id']]
             self.results.append(self._pq_stat(
                 data_sample, pan_gt, gt_segments, categories, label2cat))
+
+    def _read_ground_truth(self, path: str) -> np.ndarray:
+        """The segment ids of a ground-truth PNG (``FileNotFoundError`` names a missing one)."""
+        bgr = mmcv.imfrombytes(get(path, backend_args=self.backend_args), flag='color')
+        if bgr is None:
+            raise ValueError(f'CocoPanopticMetric: cannot decode the ground-truth PNG {path}')
+        return rgb2id(bgr[..., ::-1])
 
     def _predicted_segments(self, data_sample: dict, categories: dict,
                             label2cat) -> Tuple[np.ndarray, List[int], Dict[int, dict]]:
@@ -125,6 +130,12 @@ class CocoPanopticMetric(MMDetCocoPanopticMetric):
         """panopticapi's ``pq_compute_single_core`` of one image, from pixel counts."""
         pred_index, pred_ids, pred_segms = self._predicted_segments(
             data_sample, categories, label2cat)
+        if pred_index.shape != pan_gt.shape:
+            raise ValueError(
+                f"CocoPanopticMetric: the prediction of {data_sample['img_path']} is "
+                f'{pred_index.shape[0]}x{pred_index.shape[1]}, its ground-truth PNG '
+                f'{pan_gt.shape[0]}x{pan_gt.shape[1]} (predictions must be at the original '
+                'image size: test_step rescales them)')
         gt_segms = {info['id']: info for info in gt_segments}
         # Compact ground-truth indices: the JSON's ids and VOID in ascending order (the order
         # in which panopticapi visits its pairs), then one index for the PNG's other ids.

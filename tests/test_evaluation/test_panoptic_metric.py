@@ -183,3 +183,22 @@ def test_leaves_the_prediction_as_the_model_gave_it(scenes):
     metric.process({}, [dict(s) for s in samples])
     for sample, original in zip(samples, before):
         assert torch.equal(sample['pred_panoptic_seg']['sem_seg'], original)
+
+
+def test_bad_ground_truth_and_a_prediction_of_the_wrong_size_are_named(scenes, tmp_path):
+    seg_prefix, ann_file, samples = scenes
+    metric = CocoPanopticMetric(ann_file=ann_file, seg_prefix=seg_prefix)
+    metric.dataset_meta = dict(classes=CLASSES, thing_classes=THINGS)
+    sample = fresh(samples[0])
+    sample['pred_panoptic_seg']['sem_seg'] = sample['pred_panoptic_seg']['sem_seg'][:, :-1]
+    with pytest.raises(ValueError, match=r'000000.jpg is 39x56, its ground-truth PNG 40x56'):
+        metric.process({}, [sample])
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    (broken / '000000.png').write_bytes(b'not a png')
+    metric = CocoPanopticMetric(ann_file=ann_file, seg_prefix=str(broken) + '/')
+    metric.dataset_meta = dict(classes=CLASSES, thing_classes=THINGS)
+    with pytest.raises(ValueError, match='cannot decode the ground-truth PNG .*000000.png'):
+        metric.process({}, [fresh(samples[0])])
+    with pytest.raises(FileNotFoundError, match='000001.png'):
+        metric.process({}, [fresh(samples[1])])
