@@ -43,7 +43,7 @@ test_pipeline = [
         transforms=[dict(type='Pad', size=crop_size, pad_val=dict(img=0))],
         remapping=dict(img='img', pad_shape='pad_shape')),
     # No ground-truth masks: the metric reads the ground truth from the annotation files, and
-    # the thing masks (a full-size array each, 50 MB for a 3-Mpx image, through the
+    # the thing masks (a full-size array each, 50 MB for 12 of them at 2943 x 1435, through the
     # loader's pipe) are only drawn; tools/test.py --show/--show-dir and tools/demo.py turn
     # them on (mmeomt.utils.tool_config.load_gt_masks).
     dict(type='mmeomt.LoadPanopticAnnotations', with_mask=False, backend_args=backend_args),
