@@ -1,5 +1,6 @@
 """Loading transforms that name the file they fail on and check what they read."""
 import logging
+from typing import Optional
 
 import mmcv
 import numpy as np
@@ -12,6 +13,28 @@ from panopticapi.utils import rgb2id
 from mmeomt.registry import TRANSFORMS
 from .coco import BAD_DATA_CHOICES
 from .image_check import UnreadableImageError, decode_problem
+
+
+def read_segment_ids(path: str, backend_args: Optional[dict] = None,
+                     imdecode_backend: str = 'cv2') -> np.ndarray:
+    """``(H, W)`` int32 segment ids ``R + 256 * G + 256**2 * B`` of a panoptic PNG.
+
+    Raises :class:`~mmeomt.datasets.image_check.UnreadableImageError` naming a PNG that is
+    missing, empty or cannot be decoded.
+    """
+    try:
+        content = get(path, backend_args=backend_args)
+    except FileNotFoundError:
+        raise UnreadableImageError(path, 'no such file', 'segment PNG') from None
+    try:
+        bgr = mmcv.imfrombytes(content, flag='color', channel_order='bgr',
+                               backend=imdecode_backend)
+    except Exception:  # pillow and turbojpeg raise where OpenCV returns None
+        bgr = None
+    if bgr is None:
+        raise UnreadableImageError(path, decode_problem(content) or 'cannot be decoded',
+                                   'segment PNG')
+    return rgb2id(bgr[..., ::-1])  # int32, as mmdet
 
 
 @TRANSFORMS.register_module()
@@ -42,20 +65,7 @@ class LoadPanopticAnnotations(_MMDetLoadPanopticAnnotations):
         self.on_bad_data = on_bad_data
 
     def _read_segment_ids(self, path: str) -> np.ndarray:
-        """``(H, W)`` int32 segment ids, ``R + 256 * G + 256**2 * B`` of the RGB PNG."""
-        try:
-            content = get(path, backend_args=self.backend_args)
-        except FileNotFoundError:
-            raise UnreadableImageError(path, 'no such file', 'segment PNG') from None
-        try:
-            bgr = mmcv.imfrombytes(content, flag='color', channel_order='bgr',
-                                   backend=self.imdecode_backend)
-        except Exception:  # pillow and turbojpeg raise where OpenCV returns None
-            bgr = None
-        if bgr is None:
-            raise UnreadableImageError(path, decode_problem(content) or 'cannot be decoded',
-                                       'segment PNG')
-        return rgb2id(bgr[..., ::-1])  # int32, as mmdet
+        return read_segment_ids(path, self.backend_args, self.imdecode_backend)
 
     def _check_ids(self, ids: np.ndarray, results: dict) -> None:
         path = results['seg_map_path']

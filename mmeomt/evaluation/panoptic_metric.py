@@ -2,14 +2,12 @@
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import mmcv
 import numpy as np
 from mmdet.evaluation import CocoPanopticMetric as MMDetCocoPanopticMetric
 from mmdet.evaluation.functional import INSTANCE_OFFSET
-from mmengine.fileio import get
 from panopticapi.evaluation import VOID, PQStat
-from panopticapi.utils import rgb2id
 
+from mmeomt.datasets.transforms import read_segment_ids
 from mmeomt.registry import METRICS
 
 # Panoptic PNGs store 24-bit ids: what a predicted id becomes once written and read back.
@@ -68,7 +66,7 @@ class CocoPanopticMetric(MMDetCocoPanopticMetric):
         categories, label2cat = self._categories()
         for data_sample in data_samples:
             segm_file = osp.basename(data_sample['img_path']).replace('.jpg', '.png')
-            pan_gt = self._read_ground_truth(osp.join(self.seg_prefix, segm_file))
+            pan_gt = read_segment_ids(osp.join(self.seg_prefix, segm_file), self.backend_args)
             if self._coco_api is None:
                 gt_segments = [
                     dict(id=info['id'], category_id=info['category'],
@@ -81,13 +79,6 @@ class CocoPanopticMetric(MMDetCocoPanopticMetric):
                 gt_segments = self._coco_api.imgToAnns[data_sample['img_id']]
             self.results.append(self._pq_stat(
                 data_sample, pan_gt, gt_segments, categories, label2cat))
-
-    def _read_ground_truth(self, path: str) -> np.ndarray:
-        """The segment ids of a ground-truth PNG (``FileNotFoundError`` names a missing one)."""
-        bgr = mmcv.imfrombytes(get(path, backend_args=self.backend_args), flag='color')
-        if bgr is None:
-            raise ValueError(f'CocoPanopticMetric: cannot decode the ground-truth PNG {path}')
-        return rgb2id(bgr[..., ::-1])
 
     def _predicted_segments(self, data_sample: dict, categories: dict,
                             label2cat) -> Tuple[np.ndarray, List[int], Dict[int, dict]]:

@@ -14,6 +14,8 @@ import mmeomt  # noqa: F401  (panopticapi stand-in before mmdet's import)
 from mmdet.evaluation import CocoPanopticMetric as MMDetCocoPanopticMetric
 from mmdet.evaluation.functional import INSTANCE_OFFSET
 
+from mmeomt.datasets.image_check import UnreadableImageError
+from mmeomt.datasets.synthetic.files import bbox
 from mmeomt.evaluation import CocoPanopticMetric
 from mmeomt.evaluation.panoptic_metric import compact_ids
 from mmeomt.registry import METRICS
@@ -50,12 +52,8 @@ def make_scene(rng, height, width, index):
         segments.append(dict(id=seg_id, category_id=cat, iscrowd=int(k == 5)))
         boxes.append((y, x, h, w, cat))
     gt[-2:, -5:] = 123456  # in the PNG, not in the JSON: ignored by panopticapi
-    for s in segments:
-        s['area'] = int((gt == s['id']).sum())
-        ys, xs = np.nonzero(gt == s['id'])
-        s['bbox'] = [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1,
-                     int(np.ptp(ys)) + 1] if ys.size else [0, 0, 0, 0]
-    segments = [s for s in segments if s['area']]
+    segments = [dict(s, area=int((gt == s['id']).sum()), bbox=bbox(gt == s['id']))
+                for s in segments if (gt == s['id']).any()]
 
     cat_to_label = {c: label for label, c in LABEL_TO_CAT.items()}
     pred = np.full((height, width), NUM_CLASSES, np.int64)  # "no object"
@@ -198,7 +196,7 @@ def test_bad_ground_truth_and_a_prediction_of_the_wrong_size_are_named(scenes, t
     (broken / '000000.png').write_bytes(b'not a png')
     metric = CocoPanopticMetric(ann_file=ann_file, seg_prefix=str(broken) + '/')
     metric.dataset_meta = dict(classes=CLASSES, thing_classes=THINGS)
-    with pytest.raises(ValueError, match='cannot decode the ground-truth PNG .*000000.png'):
+    with pytest.raises(UnreadableImageError, match='segment PNG .*000000.png: '):
         metric.process({}, [fresh(samples[0])])
-    with pytest.raises(FileNotFoundError, match='000001.png'):
+    with pytest.raises(UnreadableImageError, match='000001.png: no such file'):
         metric.process({}, [fresh(samples[1])])

@@ -203,11 +203,27 @@ def time_images(step: Callable[[Path], dict], images: List[Path], warmup: int) -
     """
     for i in range(warmup):
         step(images[i % len(images)])
-    records = [dict(step(path), image=path.name) for path in images]
-    ms = {s: summary(s, [r[s] for r in records], 1)['ms_per_image'] for s in STAGES}
+    return medians([dict(step(path), image=path.name) for path in images], STAGES)
+
+
+def medians(records: List[dict], stages: Sequence[str]) -> dict:
+    """The median ms per image of each of ``stages`` over ``records`` (seconds, converted to
+    ms in place), the records and the peak RSS of this process."""
+    ms = {s: summary(s, [r[s] for r in records], 1)['ms_per_image'] for s in stages}
     for record in records:
-        record.update({s: 1000 * record[s] for s in STAGES})
+        record.update({s: 1000 * record[s] for s in stages})
     return dict(ms=ms, per_image=records, peak_rss_mib=peak_rss_mib())
+
+
+def network_core(model, spec: dict) -> Callable:
+    """``model.eomt.forward`` as ``spec['mode']`` runs it: compiled, under bf16 autocast, or
+    as it is."""
+    core = model.eomt.forward
+    if spec['mode'] == 'compile':
+        core = torch.compile(core)
+    if spec['mode'] == 'amp':
+        core = bf16_autocast(core, spec['device'])
+    return core
 
 
 # ------------------------------------------------------------------------------------------
@@ -286,11 +302,7 @@ def measure_mmeomt(spec: dict) -> dict:
     model, device = inferencer.model, spec['device']
     num_classes = model.eomt.num_classes
     network, preprocessor = Clock(device), Clock(device)
-    core = model.eomt.forward
-    if spec['mode'] == 'compile':
-        core = torch.compile(core)
-    if spec['mode'] == 'amp':
-        core = bf16_autocast(core, device)
+    core = network_core(model, spec)
     class_logits = []  # the final (B, Q, C + 1) of each core call of the current image
 
     def core_forward(*args, **kwargs):
@@ -415,6 +427,9 @@ def write_panoptic_set(folder: Path, images: List[Path], classes: Sequence[str],
     thing classes.  Returns the annotation file; the PNGs lie in ``panoptic/`` beside it."""
     import cv2
     import numpy as np
+
+    from mmeomt.datasets.synthetic.files import bbox
+    from mmeomt.utils.panopticapi_compat import id2rgb
     for sub in ('images', 'panoptic'):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     names = list(classes)
@@ -441,14 +456,10 @@ def write_panoptic_set(folder: Path, images: List[Path], classes: Sequence[str],
                 y0, x0 = (5 * row + 1) * height // 15, (5 * col + 1) * width // 20
                 ids[y0:y0 + 3 * height // 15, x0:x0 + 3 * width // 20] = 1000 + k
                 kinds.append((1000 + k, things[k % len(things)]))
-        segments = []
-        for seg_id, name in kinds:
-            ys, xs = np.nonzero(ids == seg_id)
-            segments.append(dict(
-                id=seg_id, category_id=cat_id[name], iscrowd=0, area=int(ys.size),
-                bbox=[int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1]))
-        colours = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-        cv2.imwrite(str(folder / 'panoptic' / f'{stem}.png'), colours[:, :, ::-1])
+        segments = [dict(id=seg_id, category_id=cat_id[name], iscrowd=0,
+                         area=int((ids == seg_id).sum()), bbox=bbox(ids == seg_id))
+                    for seg_id, name in kinds]
+        cv2.imwrite(str(folder / 'panoptic' / f'{stem}.png'), id2rgb(ids)[:, :, ::-1])
         entries.append(dict(id=index + 1, file_name=f'{stem}.jpg', height=height, width=width))
         annotations.append(dict(image_id=index + 1, file_name=f'{stem}.png',
                                 segments_info=segments))
@@ -497,12 +508,7 @@ def measure_validation(spec: dict) -> dict:
 
         def before_test_epoch(self, runner) -> None:
             model = runner.model
-            core = model.eomt.forward
-            if spec['mode'] == 'compile':
-                core = torch.compile(core)
-            if spec['mode'] == 'amp':
-                core = bf16_autocast(core, device)
-            model.eomt.forward = network.wrap(core)
+            model.eomt.forward = network.wrap(network_core(model, spec))
             model.test_step = test_step.wrap(model.test_step)
             evaluator = runner.test_loop.evaluator
             evaluator.process = metric_clock.wrap(evaluator.process)
@@ -522,12 +528,7 @@ def measure_validation(spec: dict) -> dict:
     clock = IterationClock()
     runner.register_hook(clock, priority='LOWEST')
     metrics = runner.test()
-    records = clock.records[warmup:]
-    ms = {s: summary(s, [r[s] for r in records], 1)['ms_per_image']
-          for s in VALIDATION_STAGES}
-    for record in records:
-        record.update({s: 1000 * record[s] for s in VALIDATION_STAGES})
-    return dict(ms=ms, per_image=records, peak_rss_mib=peak_rss_mib(), metric=metric,
+    return dict(medians(clock.records[warmup:], VALIDATION_STAGES), metric=metric,
                 metrics={k: float(v) for k, v in metrics.items()
                          if isinstance(v, (int, float))})
 
