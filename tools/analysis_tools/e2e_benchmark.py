@@ -417,6 +417,7 @@ def measure_transformers(spec: dict) -> dict:
 # The validation path (tools/test.py's Runner.test), panoptic
 # ------------------------------------------------------------------------------------------
 VALIDATION_TIMED = 3  # timed iterations at least (each image of a short list is repeated)
+VALIDATION_STAGES = ('decode', 'forward', 'post', 'metric', 'total')
 
 
 def write_panoptic_set(folder: Path, images: List[Path], classes: Sequence[str],
@@ -456,9 +457,11 @@ def write_panoptic_set(folder: Path, images: List[Path], classes: Sequence[str],
                 y0, x0 = (5 * row + 1) * height // 15, (5 * col + 1) * width // 20
                 ids[y0:y0 + 3 * height // 15, x0:x0 + 3 * width // 20] = 1000 + k
                 kinds.append((1000 + k, things[k % len(things)]))
-        segments = [dict(id=seg_id, category_id=cat_id[name], iscrowd=0,
-                         area=int((ids == seg_id).sum()), bbox=bbox(ids == seg_id))
-                    for seg_id, name in kinds]
+        segments = []
+        for seg_id, name in kinds:
+            mask = ids == seg_id
+            segments.append(dict(id=seg_id, category_id=cat_id[name], iscrowd=0,
+                                 area=int(mask.sum()), bbox=bbox(mask)))
         cv2.imwrite(str(folder / 'panoptic' / f'{stem}.png'), id2rgb(ids)[:, :, ::-1])
         entries.append(dict(id=index + 1, file_name=f'{stem}.jpg', height=height, width=width))
         annotations.append(dict(image_id=index + 1, file_name=f'{stem}.png',
@@ -531,9 +534,6 @@ def measure_validation(spec: dict) -> dict:
     return dict(medians(clock.records[warmup:], VALIDATION_STAGES), metric=metric,
                 metrics={k: float(v) for k, v in metrics.items()
                          if isinstance(v, (int, float))})
-
-
-VALIDATION_STAGES = ('decode', 'forward', 'post', 'metric', 'total')
 
 
 def print_validation(title: str, result: dict) -> None:
