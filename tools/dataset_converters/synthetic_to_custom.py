@@ -28,6 +28,7 @@ import mmcv
 import numpy as np
 
 from mmeomt.datasets.synthetic import generate_synthetic_dataset
+from mmeomt.utils.panopticapi_compat import id2rgb
 
 # Synthetic class -> (the user's name, the user's category id).  Ids of their own (not 1..K),
 # increasing in the order of the config's classes (things, then stuff), as the templates need.
@@ -84,8 +85,7 @@ def convert_split(coco_root: str, source_split: str, out: str, split: str) -> in
             kept.append(seg)
             if not seg['iscrowd']:
                 semantic[ids == seg['id']] = label[seg['category_id']]
-        pan = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-        mmcv.imwrite(pan[..., ::-1], osp.join(pan_dir, stem + '.png'))  # RGB, written as BGR
+        mmcv.imwrite(id2rgb(ids)[..., ::-1], osp.join(pan_dir, stem + '.png'))  # RGB, written as BGR
         mmcv.imwrite(semantic, osp.join(sem_dir, stem + '.png'))
         annotations.append(dict(ann, segments_info=kept))
     _dump(osp.join(out, 'annotations', f'panoptic_{split}.json'),

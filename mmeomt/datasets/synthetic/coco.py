@@ -14,6 +14,7 @@ from typing import List
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ...utils.panopticapi_compat import id2rgb
 from .files import bbox, dump_json, encode_png, write_bytes
 from .scene import CATEGORY_IDS, CLASSES, PALETTE, THING_CLASSES, Scene
 
@@ -63,8 +64,7 @@ class CocoPanopticWriter:
         h, w = scene.image.shape[:2]
         write_bytes(osp.join(self.img_dir, stem + '.jpg'), jpg)
         ids, seg_ids = scene.panoptic_ids()
-        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-        write_bytes(osp.join(self.png_dir, stem + '.png'), encode_png(rgb))
+        write_bytes(osp.join(self.png_dir, stem + '.png'), encode_png(id2rgb(ids)))
         self.images.append(dict(id=image_id, file_name=stem + '.jpg', height=h, width=w))
         segments_info = [
             dict(id=seg_id, category_id=seg.category_id, iscrowd=int(seg.iscrowd),

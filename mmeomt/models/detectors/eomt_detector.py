@@ -20,7 +20,6 @@ from ..checkpoint.hook import attach_checkpoint_hook, init_weights_then_load
 from .fusion_head import EoMTFusionHead
 
 
-
 def panoptic_targets(labels: Tensor, masks, sem_seg: Optional[Tensor], num_things: int,
                      num_stuff: int) -> Tuple[Tensor, Tensor]:
     """mmdet's ``preprocess_panoptic_gt`` with boolean masks: the same targets in the same order.
